@@ -1,0 +1,17 @@
+"""minivae: the variational autoencoder (Kingma & Welling 2013) with every gradient derived and written by hand,
+on NumPy (CPU) and CuPy (GPU). Derivations: derivations/README.md.
+"""
+from .backend import Device, DeviceError, array_namespace, get_device, to_host
+from .gradcheck import check_backward, directional_check, numerical_gradient, rel_error
+from .kl import kl_std_normal_backward, kl_std_normal_forward
+from .layers import (identity_backward, identity_forward, linear_backward, linear_forward, relu_backward,
+                     relu_forward, sigmoid_backward, sigmoid_forward, softplus_backward, softplus_forward,
+                     tanh_backward, tanh_forward)
+from .likelihoods import (bernoulli_nll_backward, bernoulli_nll_forward, gaussian_nll_backward,
+                          gaussian_nll_forward)
+from .model import VAE
+from .optim import SGD, Adam
+from .reparam import reparameterize_backward, reparameterize_forward
+from .rng import RNG
+
+__version__ = "0.1.0"

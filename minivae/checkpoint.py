@@ -1,0 +1,127 @@
+"""Checkpoints: one ``.npz`` file, loadable with ``np.load(path, allow_pickle=False)``, written atomically.
+
+Keys:
+    format              int, FORMAT_VERSION
+    model, train        JSON strings: ``VAE(**model)`` rebuilds the architecture; ``train`` is the TrainConfig
+    epoch               int, epochs completed
+    rng                 JSON string, the training RNG's state
+    optim               JSON string, the optimizer's scalar state (name, t, lr, ...)
+    param/<name>        each parameter (host copy)
+    optim/<slot>/<name> each optimizer slot (Adam's m and v, SGD's v)
+
+Atomic: the file is written to a temporary file in the same folder, flushed to disk and moved into place with
+``os.replace``, so an interrupted save leaves the previous checkpoint intact and no partial file behind.
+"""
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+from .backend import to_host
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable, truncated, corrupted or of another format version."""
+
+
+def atomic_write(path, write):
+    """Call ``write(fileobj)`` on a temporary file beside ``path``, then move it into place."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(path, model, optimizer, train_config, epoch, rng):
+    """Write the model, optimizer, config, epoch and RNG state to ``path`` atomically."""
+    state = optimizer.state_dict()
+    slots = {k: v for k, v in state.items() if isinstance(v, dict)}
+    scalars = {k: v for k, v in state.items() if not isinstance(v, dict)}
+    arrays = {
+        "format": np.array(FORMAT_VERSION),
+        "model": np.array(json.dumps(model.config)),
+        "train": np.array(json.dumps(train_config)),
+        "epoch": np.array(epoch),
+        "rng": np.array(rng.state),
+        "optim": np.array(json.dumps(scalars)),
+    }
+    for name, p in model.params.items():
+        arrays[f"param/{name}"] = to_host(p)
+    for slot, values in slots.items():
+        for name, a in values.items():
+            arrays[f"optim/{slot}/{name}"] = to_host(a)
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def load_checkpoint(path):
+    """Read a checkpoint into host data: {"model", "train", "epoch", "rng", "optim", "params"}, where
+    ``optim`` holds the scalar state and each slot as a dict of NumPy arrays. A CheckpointError names the file
+    if it is missing, unreadable, not a minivae checkpoint, truncated, corrupted or of another version."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise CheckpointError(f"checkpoint {path!r}: no such file")
+    if os.path.isdir(path):
+        raise CheckpointError(f"checkpoint {path!r} is a directory, not a file")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        raise CheckpointError(f"checkpoint {path!r} cannot be read (truncated or corrupted?): {e}") from None
+    if "format" not in data or "model" not in data:
+        raise CheckpointError(f"checkpoint {path!r} is not a minivae checkpoint")
+    version = int(data["format"])
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {path!r} has format version {version}; "
+                              f"this minivae reads version {FORMAT_VERSION}")
+    try:
+        optim = json.loads(str(data["optim"]))
+        for key, a in data.items():
+            if key.startswith("optim/"):
+                _, slot, name = key.split("/", 2)
+                optim.setdefault(slot, {})[name] = a
+        return {
+            "model": json.loads(str(data["model"])),
+            "train": json.loads(str(data["train"])),
+            "epoch": int(data["epoch"]),
+            "rng": str(data["rng"]),
+            "optim": optim,
+            "params": {k[len("param/"):]: a for k, a in data.items() if k.startswith("param/")},
+        }
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path!r} is incomplete or corrupted: {e}") from None
+
+
+def restore_params(model, params, path="checkpoint"):
+    """Copy host ``params`` into ``model.params`` on the model's device, checking names and shapes."""
+    if set(params) != set(model.params):
+        raise CheckpointError(f"{path}: parameters {sorted(params)} do not match the architecture "
+                              f"{sorted(model.params)}")
+    for name, a in params.items():
+        if tuple(a.shape) != tuple(model.params[name].shape):
+            raise CheckpointError(f"{path}: parameter {name!r} has shape {tuple(a.shape)}, the architecture "
+                                  f"needs {tuple(model.params[name].shape)}")
+        model.params[name] = model.device.asarray(a, dtype=model.dtype_name)
+
+
+def load_model(path, device="cpu"):
+    """The VAE saved in checkpoint ``path``, on ``device``. Returns (model, checkpoint dict)."""
+    from .model import VAE
+    ckpt = load_checkpoint(path)
+    try:
+        model = VAE(**ckpt["model"], device=device)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {os.fspath(path)!r} describes an invalid model: {e}") from None
+    restore_params(model, ckpt["params"], os.fspath(path))
+    return model, ckpt

@@ -1,0 +1,108 @@
+"""Layers as pure forward/backward pairs (CS231n ``layers.py``): an affine layer and activations.
+
+``*_forward(...) -> (out, cache)``; ``*_backward(dout, cache)`` returns the gradients and never mutates its
+inputs. Where the derivative is a function of the output (tanh, sigmoid, softplus, relu), the cache keeps the
+output. Derivations: derivations/linear.md, derivations/activations.md. Tests: tests/test_layers.py.
+"""
+from .backend import array_namespace
+
+
+def linear_forward(x, W, b):
+    """y = x W + b.   x: (N, D_in), W: (D_in, D_out), b: (D_out,) -> y: (N, D_out).
+
+    cache = (x, W).  derivations/linear.md#forward
+    """
+    y = x @ W + b                                   # (N, D_out)
+    return y, (x, W)
+
+
+def linear_backward(dy, cache):
+    """dx = dy W^T,  dW = x^T dy,  db = sum_n dy.   derivations/linear.md#backward"""
+    x, W = cache
+    xp = array_namespace(dy)
+    dx = dy @ W.T                                   # (N, D_in)
+    dW = x.T @ dy                                   # (D_in, D_out)
+    db = xp.sum(dy, axis=0)                         # (D_out,)
+    return dx, dW, db
+
+
+def tanh_forward(x):
+    """y = tanh(x); cache = y.   derivations/activations.md#tanh"""
+    xp = array_namespace(x)
+    y = xp.tanh(x)
+    return y, y
+
+
+def tanh_backward(dy, cache):
+    """dx = dy (1 - y^2).   derivations/activations.md#tanh"""
+    y = cache
+    return dy * (1.0 - y * y)
+
+
+def relu_forward(x):
+    """y = max(x, 0); cache = y.   derivations/activations.md#relu"""
+    xp = array_namespace(x)
+    y = xp.maximum(x, 0.0)
+    return y, y
+
+
+def relu_backward(dy, cache):
+    """dx = dy [y > 0]: the derivative at exactly 0 is taken to be 0.   derivations/activations.md#relu"""
+    xp = array_namespace(dy)
+    y = cache
+    return xp.where(y > 0.0, dy, 0.0)
+
+
+def sigmoid_forward(x):
+    """y = 1 / (1 + exp(-x)), without overflow for any x; cache = y.   derivations/activations.md#sigmoid"""
+    xp = array_namespace(x)
+    e = xp.exp(-xp.abs(x))                          # in (0, 1]: never overflows
+    y = xp.where(x >= 0.0, 1.0 / (1.0 + e), e / (1.0 + e))
+    return y, y
+
+
+def sigmoid_backward(dy, cache):
+    """dx = dy y (1 - y).   derivations/activations.md#sigmoid"""
+    y = cache
+    return dy * y * (1.0 - y)
+
+
+def softplus_forward(x):
+    """y = log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)); cache = y.   derivations/activations.md#softplus"""
+    xp = array_namespace(x)
+    y = xp.maximum(x, 0.0) + xp.log1p(xp.exp(-xp.abs(x)))
+    return y, y
+
+
+def softplus_backward(dy, cache):
+    """dx = dy sigmoid(x) = dy (1 - exp(-y)) = -dy expm1(-y).   derivations/activations.md#softplus"""
+    xp = array_namespace(dy)
+    y = cache
+    return -dy * xp.expm1(-y)
+
+
+def identity_forward(x):
+    """y = x; cache = None.   derivations/activations.md#identity"""
+    return x, None
+
+
+def identity_backward(dy, cache):
+    """dx = dy.   derivations/activations.md#identity"""
+    return dy
+
+
+ACTIVATIONS = {
+    "tanh": (tanh_forward, tanh_backward),
+    "relu": (relu_forward, relu_backward),
+    "sigmoid": (sigmoid_forward, sigmoid_backward),
+    "softplus": (softplus_forward, softplus_backward),
+    "identity": (identity_forward, identity_backward),
+}
+
+
+def get_activation(name):
+    """(forward, backward) for an activation name; a ValueError naming ``activation`` otherwise."""
+    try:
+        return ACTIVATIONS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}; got {name!r}") from None
