@@ -63,7 +63,9 @@ def _train(args):
     config = TrainConfig(**{f.replace("-", "_"): getattr(args, f.replace("-", "_")) for f in (
         "dataset", "epochs", "batch_size", "lr", "optimizer", "z_dim", "hidden", "activation", "likelihood",
         "beta", "seed", "device", "dtype", "out")})
-    train(config)
+    import numpy as np
+    with np.errstate(over="ignore", invalid="ignore"):    # a non-finite loss is caught and reported by train
+        train(config)
     return 0
 
 

@@ -20,7 +20,7 @@ def evaluate_elbo(model, x, seed=0, batch_size=1000):
     n = x.shape[0]
     total_nll = total_kl = None
     for start in range(0, n, batch_size):
-        xb = x[start:start + batch_size, ...]
+        xb = x[start:min(start + batch_size, n), ...]
         eps = rng.normal((xb.shape[0], model.z_dim), model.device, model.dtype_name)
         nll, kl = model.elbo_terms(xb, eps)
         s_nll, s_kl = xp.sum(nll), xp.sum(kl)

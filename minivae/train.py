@@ -125,7 +125,7 @@ def train(config=None, log=print, **overrides):
         order = device.asarray(rng.permutation(n))                   # data order: host RNG -> device, once
         total = None
         for start in range(0, n, bs):
-            idx = order[start:start + bs]
+            idx = order[start:min(start + bs, n)]
             xb = xp.take(x_train_d, idx, axis=0)                     # (B, D)
             eps = rng.normal((xb.shape[0], config.z_dim), device, config.dtype)
             loss, grads, _ = model.loss_and_grads(xb, eps, config.beta)
