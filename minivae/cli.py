@@ -74,7 +74,7 @@ def _evaluate(args):
     from .data import check_data, load_dataset
     from .evaluate import evaluate_elbo
     model, ckpt = load_model(args.checkpoint, device=args.device)
-    _, x_test, _, _ = load_dataset(ckpt["train"].get("dataset", "digits"))
+    x_test = load_dataset(ckpt["train"].get("dataset", "digits")).x_test
     check_data(x_test, model.likelihood, "held-out data")
     result = evaluate_elbo(model, model.device.asarray(x_test, dtype=model.dtype_name), seed=args.seed)
     print(f"held-out ({x_test.shape[0]} examples), nats per example")

@@ -2,14 +2,26 @@
 
 Host-side only: arrays here are NumPy; training moves them to the device once, explicitly.
 """
+from typing import NamedTuple, Optional
+
 import numpy as np
 
 SPLIT_SEED = 0          # the held-out split is fixed, whatever the training seed, so runs compare
 HELD_OUT_FRACTION = 0.2
 
 
+class Dataset(NamedTuple):
+    """A dataset on the host: float64 data matrices (examples, dimensions), integer labels (or None), and
+    ``image_shape`` (height, width) for datasets of images (None otherwise)."""
+    x_train: np.ndarray
+    x_test: np.ndarray
+    y_train: Optional[np.ndarray]
+    y_test: Optional[np.ndarray]
+    image_shape: Optional[tuple]
+
+
 def load_digits():
-    """The digits scaled to [0, 1] (pixel / 16), split into (x_train, x_test, y_train, y_test), float64.
+    """The digits scaled to [0, 1] (pixel / 16), as a Dataset of float64 arrays.
 
     A fixed, seeded, stratified split: 1,437 training and 360 held-out images of 64 pixels.
     """
@@ -17,8 +29,9 @@ def load_digits():
     from sklearn.model_selection import train_test_split
     digits = sk_load_digits()
     x = digits.data.astype(np.float64) / 16.0                    # (1797, 64) in [0, 1]
-    return train_test_split(x, digits.target, test_size=HELD_OUT_FRACTION, random_state=SPLIT_SEED,
-                            stratify=digits.target)
+    x_train, x_test, y_train, y_test = train_test_split(x, digits.target, test_size=HELD_OUT_FRACTION,
+                                                        random_state=SPLIT_SEED, stratify=digits.target)
+    return Dataset(x_train, x_test, y_train, y_test, (8, 8))
 
 
 DATASETS = {"digits": load_digits}

@@ -101,7 +101,8 @@ def train(config=None, log=print, **overrides):
     config.hidden = tuple(config.hidden)
     config.validate()
     device = get_device(config.device)
-    x_train, x_test, _, _ = load_dataset(config.dataset)
+    data = load_dataset(config.dataset)
+    x_train, x_test = data.x_train, data.x_test
     check_data(x_train, config.likelihood, "training data")
     check_data(x_test, config.likelihood, "held-out data")
     _prepare_out(config.out)

@@ -6,7 +6,8 @@ from minivae.data import check_data, load_dataset, load_digits
 
 
 def test_digits_split_is_fixed_and_scaled():
-    x_train, x_test, y_train, y_test = load_digits()
+    x_train, x_test, y_train, y_test, image_shape = load_digits()
+    assert image_shape == (8, 8)
     assert x_train.shape == (1437, 64) and x_test.shape == (360, 64)
     assert x_train.min() == 0.0 and x_train.max() == 1.0 and x_train.dtype == np.float64
     again = load_digits()
