@@ -115,12 +115,16 @@ def restore_params(model, params, path="checkpoint"):
         model.params[name] = model.device.asarray(a, dtype=model.dtype_name)
 
 
-def load_model(path, device="cpu"):
-    """The VAE saved in checkpoint ``path``, on ``device``. Returns (model, checkpoint dict)."""
+def load_model(path, device="cpu", dtype=None):
+    """The VAE saved in checkpoint ``path``, on ``device``, in ``dtype`` (default: the dtype it was trained in;
+    evaluation may ask for float64). Returns (model, checkpoint dict)."""
     from .model import VAE
     ckpt = load_checkpoint(path)
+    config = dict(ckpt["model"])
+    if dtype is not None:
+        config["dtype"] = dtype
     try:
-        model = VAE(**ckpt["model"], device=device)
+        model = VAE(**config, device=device)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"checkpoint {os.fspath(path)!r} describes an invalid model: {e}") from None
     restore_params(model, ckpt["params"], os.fspath(path))

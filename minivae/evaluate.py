@@ -1,30 +1,236 @@
-"""Held-out evaluation: the negative ELBO, split into reconstruction NLL (distortion) and KL (rate).
+"""Honest evaluation of a trained VAE, on held-out data. A VAE has two goals, a good model of the data (high
+log p(x)) and a good approximate posterior (q(z|x) close to p(z|x)); since
 
-All numbers are nats per example, averaged over the evaluation set, each example's ELBO estimated with one
-reparameterised sample drawn from a fixed seed (so two evaluations of the same model agree exactly).
-Tests: tests/test_evaluate.py.
+    log p(x) = ELBO(x) + KL(q(z|x) || p(z|x)),
+
+the ELBO alone measures neither exactly. This module reports, in nats per example:
+
+- the negative ELBO, split into distortion (reconstruction NLL) and rate (KL), and in bits per dimension;
+- the importance-weighted bound L_k (Burda et al. 2015), ELBO <= L_k <= log p(x), tighter as k grows;
+- for a latent dimension of 1 or 2, log p(x) itself by quadrature over z, and with it the gap
+  log p(x) - ELBO = KL(q(z|x) || p(z|x)) that training shrinks;
+- active units (Burda et al. 2015) and the split of the average KL into the mutual information I_q(x; z) and
+  KL(q(z) || p(z)) (Hoffman & Johnson 2016, "ELBO surgery").
+
+Sums stay on the device; each result comes to the host once, at the end. Randomness comes from ``RNG(seed)``.
+Derivation: derivations/evaluation.md. Tests: tests/test_evaluate.py.
 """
+import math
+
+import numpy as np
+
 from .backend import to_host
+from .logsumexp import logsumexp
 from .rng import RNG
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def _check_positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _batches(n, batch_size):
+    for start in range(0, n, batch_size):
+        yield start, min(start + batch_size, n)
 
 
 def evaluate_elbo(model, x, seed=0, batch_size=1000):
-    """{"neg_elbo", "nll", "kl"}: means over ``x`` (an array on the model's device, (N, D)) in nats.
-
-    Sums stay on the device; the three totals come to the host once, at the end.
+    """{"neg_elbo", "nll", "kl"}: means over ``x`` (an array on the model's device, (N, D)) in nats, each
+    example's reconstruction term estimated with one reparameterised sample and its KL in closed form.
+    derivations/evaluation.md#elbo
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    _check_positive_int(batch_size, "batch_size")
     xp = model.device.xp
     rng = RNG(seed)
-    n = x.shape[0]
-    total_nll = total_kl = None
-    for start in range(0, n, batch_size):
-        xb = x[start:min(start + batch_size, n), ...]
+    total_nll = total_kl = 0.0
+    for start, stop in _batches(x.shape[0], batch_size):
+        xb = x[start:stop, ...]
         eps = rng.normal((xb.shape[0], model.z_dim), model.device, model.dtype_name)
         nll, kl = model.elbo_terms(xb, eps)
-        s_nll, s_kl = xp.sum(nll), xp.sum(kl)
-        total_nll = s_nll if total_nll is None else total_nll + s_nll
-        total_kl = s_kl if total_kl is None else total_kl + s_kl
+        total_nll = total_nll + xp.sum(nll)
+        total_kl = total_kl + xp.sum(kl)
+    n = x.shape[0]
     nll, kl = float(to_host(total_nll)) / n, float(to_host(total_kl)) / n
     return {"neg_elbo": nll + kl, "nll": nll, "kl": kl}
+
+
+def log_weights(model, x, eps):
+    """log w_i = log p(x, z_i) - log q(z_i|x) for z_i = mu + sigma * eps_i.   x: (B, D), eps: (K, B, Z) -> (K, B).
+
+    log p(x, z) = -nll(x|z) - 1/2 sum_j (z_j^2 + log 2 pi);  log q(z|x) = -1/2 sum_j (eps_j^2 + logvar_j + log 2 pi).
+    derivations/evaluation.md#importance-weighted-bound
+    """
+    xp = model.device.xp
+    k, b, z_dim = eps.shape
+    mu, logvar = model.encode(x)                                           # (B, Z)
+    z = mu[None, ...] + xp.exp(0.5 * logvar)[None, ...] * eps              # (K, B, Z)
+    x_rep = xp.reshape(xp.broadcast_to(x[None, ...], (k, b, x.shape[1])), (k * b, x.shape[1]))
+    nll = xp.reshape(model.reconstruction_nll(x_rep, xp.reshape(z, (k * b, z_dim))), (k, b))
+    log_pz = -0.5 * xp.sum(z * z + LOG_2PI, axis=2)                        # (K, B)
+    log_qz = -0.5 * xp.sum(eps * eps + logvar[None, ...] + LOG_2PI, axis=2)
+    return -nll + log_pz - log_qz
+
+
+def iw_bound(model, x, k=1000, seed=0, batch_size=100, max_rows=65536):
+    """L_k = mean_n log (1/k) sum_i w_i(x_n), a lower bound on log p(x_n) for every k (Burda et al. 2015).
+
+    The k samples of each example are drawn in chunks of at most ``max_rows`` decoder rows, so memory stays
+    bounded for any k. Returns {"iw_bound": mean L_k, "k": k, "per_example": (N,) host array}.
+    derivations/evaluation.md#importance-weighted-bound
+    """
+    _check_positive_int(k, "k")
+    _check_positive_int(batch_size, "batch_size")
+    xp = model.device.xp
+    rng = RNG(seed)
+    per_example = []
+    for start, stop in _batches(x.shape[0], batch_size):
+        xb = x[start:stop, ...]
+        chunk = max(1, max_rows // xb.shape[0])
+        lw = []
+        for k0, k1 in _batches(k, chunk):
+            eps = rng.normal((k1 - k0, xb.shape[0], model.z_dim), model.device, model.dtype_name)
+            lw.append(log_weights(model, xb, eps))                         # (k1 - k0, B)
+        lw = xp.concat(lw, axis=0)                                         # (K, B)
+        per_example.append(logsumexp(lw, axis=0) - math.log(k))           # (B,)
+    per_example = to_host(xp.concat(per_example, axis=0))
+    return {"iw_bound": float(np.mean(per_example)), "k": k, "per_example": per_example}
+
+
+def _grid_log_likelihood(model, x, z):
+    """log p(x_n | z_g) for every example and grid point, (N, G), as one matrix product:
+    Bernoulli: x a^T - sum_d softplus(a);  Gaussian (shared logvar): the expanded squared error.
+    derivations/evaluation.md#exact-log-likelihood
+    """
+    xp = model.device.xp
+    out = model.decode(z)
+    if model.likelihood == "bernoulli":
+        a = out["logits"]                                                  # (G, D)
+        softplus = xp.maximum(a, 0.0) + xp.log1p(xp.exp(-xp.abs(a)))
+        return x @ a.T - xp.sum(softplus, axis=1)[None, :]
+    m, logvar = out["mean"], out["logvar"]                                 # (G, D), ()
+    ivar, d = xp.exp(-logvar), x.shape[1]
+    sq = xp.sum(x * x, axis=1)[:, None] - 2.0 * (x @ m.T) + xp.sum(m * m, axis=1)[None, :]   # |x - m|^2
+    return -0.5 * (d * (LOG_2PI + logvar) + ivar * sq)
+
+
+def exact_log_px(model, x, radius=10.0, points_per_sigma=3.0, tol=1e-6, max_points=1_000_000, chunk=4096):
+    """log p(x_n) = log of the integral of p(x_n|z) p(z) over z, by the trapezoid rule on a grid (z_dim 1 or 2).
+
+    The grid spans the prior's central box [-6, 6]^Z and every posterior q(z|x_n) out to ``radius`` standard
+    deviations. Its spacing starts at h = (smallest posterior sigma) / ``points_per_sigma`` and is halved until
+    the sums on the grid and on every other grid point (spacing 2h) agree to ``tol`` nats for every example, or
+    the grid would exceed ``max_points``; ``quadrature_error`` is that final difference, an upper estimate of
+    the error at spacing h (the trapezoid rule converges faster than any power of h on such smooth integrands).
+    On the same grid the ELBO is computed without sampling, ELBO_n = sum_g q(z_g|x_n) h^Z log p(x_n|z_g) - KL_n,
+    and with it the gap log p(x_n) - ELBO_n = KL(q(z|x_n) || p(z|x_n)).
+    derivations/evaluation.md#exact-log-likelihood
+    """
+    if model.z_dim not in (1, 2):
+        raise ValueError(f"exact log p(x) needs z_dim 1 or 2 (quadrature over z); this model has z_dim "
+                         f"{model.z_dim}")
+    mu, logvar = model.encode(x)
+    mu_h, sigma_h = to_host(mu).astype(np.float64), np.exp(0.5 * to_host(logvar).astype(np.float64))
+    lo = np.minimum(np.min(mu_h - radius * sigma_h, axis=0), -6.0)
+    hi = np.maximum(np.max(mu_h + radius * sigma_h, axis=0), 6.0)
+    h = float(np.min(sigma_h)) / points_per_sigma
+    h = max(h, float(np.max(hi - lo)) / (int(max_points ** (1.0 / model.z_dim)) - 1))   # never over max_points
+    while True:
+        result = _quadrature(model, x, mu, logvar, lo, hi, h, chunk)
+        finer = [int(np.ceil((hi[j] - lo[j]) / (h / 2))) + 1 for j in range(model.z_dim)]
+        if result["quadrature_error"] <= tol or int(np.prod(finer)) > max_points:
+            return result
+        h /= 2
+
+
+def _quadrature(model, x, mu, logvar, lo, hi, h, chunk):
+    """The trapezoid sums of exact_log_px on the grid lo + h * i (every point, and every other point)."""
+    xp = model.device.xp
+    axes = [lo[j] + h * np.arange(int(np.ceil((hi[j] - lo[j]) / h)) + 1) for j in range(model.z_dim)]
+    index = np.meshgrid(*[np.arange(len(a)) for a in axes], indexing="ij")
+    z_all = np.stack([a[i.ravel()] for a, i in zip(axes, index)], axis=1)          # (G, Z)
+    coarse_all = np.all(np.stack([i.ravel() % 2 == 0 for i in index], axis=1), axis=1)   # the 2h subgrid
+    log_cell, log_cell2 = model.z_dim * math.log(h), model.z_dim * math.log(2.0 * h)
+    lse = lse2 = None
+    e_loglik = q_mass = 0.0
+    for g0, g1 in _batches(z_all.shape[0], chunk):
+        z = model.device.asarray(z_all[g0:g1], dtype=model.dtype_name)           # (G, Z)
+        coarse = model.device.asarray(coarse_all[g0:g1])
+        ll = _grid_log_likelihood(model, x, z)                                   # (N, G)
+        joint = ll - 0.5 * xp.sum(z * z + LOG_2PI, axis=1)[None, :]              # log p(x_n|z_g) + log p(z_g)
+        part = logsumexp(joint, axis=1)
+        part2 = logsumexp(xp.where(coarse[None, :], joint, -math.inf), axis=1)
+        lse = part if lse is None else xp.logaddexp(lse, part)
+        lse2 = part2 if lse2 is None else xp.logaddexp(lse2, part2)
+        diff = z[None, :, :] - mu[:, None, :]                                    # (N, G, Z)
+        log_q = -0.5 * xp.sum(diff * diff * xp.exp(-logvar)[:, None, :] + logvar[:, None, :] + LOG_2PI, axis=2)
+        q = xp.exp(log_q + log_cell)                                             # q(z_g|x_n) h^Z
+        e_loglik = e_loglik + xp.sum(q * ll, axis=1)
+        q_mass = q_mass + xp.sum(q, axis=1)
+    log_px = to_host(lse + log_cell)
+    log_px2 = to_host(lse2 + log_cell2)
+    kl = to_host(0.5 * xp.sum(xp.exp(logvar) + mu * mu - 1.0 - logvar, axis=1))
+    elbo = to_host(e_loglik) - kl
+    return {"log_px": float(np.mean(log_px)), "elbo": float(np.mean(elbo)),
+            "gap": float(np.mean(log_px - elbo)), "quadrature_error": float(np.max(np.abs(log_px - log_px2))),
+            "q_mass_error": float(np.max(np.abs(to_host(q_mass) - 1.0))), "grid_points": int(z_all.shape[0]),
+            "grid_spacing": h, "per_example": log_px, "per_example_elbo": elbo}
+
+
+def active_units(model, x, threshold=0.01):
+    """The number of latent dimensions j with Cov_x(E_q[z_j]) = Var_n(mu_nj) > ``threshold`` (Burda et al. 2015).
+    derivations/evaluation.md#active-units
+    """
+    mu, _ = model.encode(x)
+    mu = to_host(mu).astype(np.float64)
+    variance = np.var(mu, axis=0)
+    return {"active_units": int(np.sum(variance > threshold)), "variance": variance.tolist()}
+
+
+def kl_decomposition(model, x, samples=10, seed=0):
+    """mean_n KL(q(z|x_n) || p(z)) = I_q(x; z) + KL(q(z) || p(z)), with q(z) = (1/N) sum_n q(z|x_n) the
+    aggregate posterior over the evaluation set (Hoffman & Johnson 2016).
+
+    I_q(x; z) = mean_n E_{q(z|x_n)}[log q(z|x_n) - log q(z)], estimated with ``samples`` draws per example
+    (exactly 0 when the encoder ignores x, and at most log N); KL(q(z) || p(z)) is the rest of the average KL.
+    derivations/evaluation.md#elbo-surgery
+    """
+    _check_positive_int(samples, "samples")
+    xp = model.device.xp
+    mu, logvar = model.encode(x)                                            # (N, Z)
+    n = x.shape[0]
+    rng = RNG(seed)
+    kl = xp.mean(0.5 * xp.sum(xp.exp(logvar) + mu * mu - 1.0 - logvar, axis=1))
+    info = 0.0
+    for _ in range(samples):
+        eps = rng.normal(tuple(mu.shape), model.device, model.dtype_name)   # (N, Z)
+        z = mu + xp.exp(0.5 * logvar) * eps                                 # z_n ~ q(z|x_n)
+        diff = z[:, None, :] - mu[None, :, :]                              # (N, M=N, Z)
+        log_q_nm = -0.5 * xp.sum(diff * diff * xp.exp(-logvar)[None, :, :] + logvar[None, :, :] + LOG_2PI,
+                                 axis=2)                                    # log q(z_n | x_m)
+        log_qz = logsumexp(log_q_nm, axis=1) - math.log(n)                  # log q(z_n): aggregate posterior
+        log_q_own = -0.5 * xp.sum(eps * eps + logvar + LOG_2PI, axis=1)     # log q(z_n | x_n)
+        info = info + xp.mean(log_q_own - log_qz)
+    kl, info = float(to_host(kl)), float(to_host(info)) / samples
+    return {"kl": kl, "mutual_information": info, "marginal_kl": kl - info, "log_n": math.log(n)}
+
+
+def evaluate(model, x, k=1000, seed=0, exact=None):
+    """Everything above for ``x`` (on the model's device): a flat dict of host floats for a table and JSON.
+    ``exact`` defaults to True when z_dim <= 2."""
+    d = x.shape[1]
+    result = {"examples": int(x.shape[0]), "dimensions": int(d)}
+    elbo = evaluate_elbo(model, x, seed=seed)
+    result.update(neg_elbo=elbo["neg_elbo"], nll=elbo["nll"], kl=elbo["kl"],
+                  bits_per_dim=elbo["neg_elbo"] / (d * math.log(2.0)))
+    iw = iw_bound(model, x, k=k, seed=seed)
+    result.update(k=k, neg_iw_bound=-iw["iw_bound"])
+    if exact if exact is not None else model.z_dim <= 2:
+        ex = exact_log_px(model, x)
+        result.update(neg_log_px=-ex["log_px"], quadrature_neg_elbo=-ex["elbo"], posterior_gap=ex["gap"],
+                      quadrature_error=ex["quadrature_error"], grid_points=ex["grid_points"])
+    result.update({k_: v for k_, v in active_units(model, x).items() if k_ == "active_units"})
+    dec = kl_decomposition(model, x, seed=seed)
+    result.update(mutual_information=dec["mutual_information"], marginal_kl=dec["marginal_kl"])
+    return result

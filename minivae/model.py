@@ -152,6 +152,16 @@ class VAE:
         nll, kl, _ = self._forward(x, eps)
         return nll, kl
 
+    def reconstruction_nll(self, x, z):
+        """-log p(x|z) per example, (N,), for x: (N, D) and codes z: (N, Z)."""
+        self._check_x(x)
+        self._check_z(z)
+        if z.shape[0] != x.shape[0]:
+            raise ValueError(f"z must have one row per example of x: {z.shape[0]} rows for {x.shape[0]}")
+        out, _ = self._decode(z)
+        nll, _ = self._nll_forward(x, out)
+        return nll
+
     # ---- the loss and its gradient ---------------------------------------------------------------------
 
     def loss_and_grads(self, x, eps, beta=1.0):
