@@ -6,6 +6,9 @@ Keys:
     epoch               int, epochs completed
     rng                 JSON string, the training RNG's state
     optim               JSON string, the optimizer's scalar state (name, t, lr, ...)
+    progress            JSON string: batches done in the current epoch ("step"), the epoch's partial loss sums,
+                        and the per-epoch history so far
+    order               the current epoch's data order (int64), present only when saved mid-epoch
     param/<name>        each parameter (host copy)
     optim/<slot>/<name> each optimizer slot (Adam's m and v, SGD's v)
 
@@ -44,8 +47,9 @@ def atomic_write(path, write):
         raise
 
 
-def save_checkpoint(path, model, optimizer, train_config, epoch, rng):
-    """Write the model, optimizer, config, epoch and RNG state to ``path`` atomically."""
+def save_checkpoint(path, model, optimizer, train_config, epoch, rng, progress=None, order=None):
+    """Write the model, optimizer, config, epoch (completed), RNG state and training progress to ``path``
+    atomically. ``order`` is the data order of an epoch in progress (host int array), or None."""
     state = optimizer.state_dict()
     slots = {k: v for k, v in state.items() if isinstance(v, dict)}
     scalars = {k: v for k, v in state.items() if not isinstance(v, dict)}
@@ -56,7 +60,10 @@ def save_checkpoint(path, model, optimizer, train_config, epoch, rng):
         "epoch": np.array(epoch),
         "rng": np.array(rng.state),
         "optim": np.array(json.dumps(scalars)),
+        "progress": np.array(json.dumps(progress or {"step": 0, "sums": None, "history": []})),
     }
+    if order is not None:
+        arrays["order"] = np.asarray(order, dtype=np.int64)
     for name, p in model.params.items():
         arrays[f"param/{name}"] = to_host(p)
     for slot, values in slots.items():
@@ -97,6 +104,8 @@ def load_checkpoint(path):
             "epoch": int(data["epoch"]),
             "rng": str(data["rng"]),
             "optim": optim,
+            "progress": json.loads(str(data["progress"])),
+            "order": data.get("order"),
             "params": {k[len("param/"):]: a for k, a in data.items() if k.startswith("param/")},
         }
     except (KeyError, ValueError) as e:

@@ -1,4 +1,5 @@
-"""The ``minivae`` command: ``minivae train`` and ``minivae evaluate CHECKPOINT``.
+"""The ``minivae`` command: ``minivae train``, ``minivae evaluate CHECKPOINT``, and the pictures of a checkpoint
+(``sample``, ``reconstruct``, ``interpolate``, ``latent``; minivae/plots.py).
 
 Bad input gives a non-zero exit and one line on stderr naming the problem, never a traceback.
 """
@@ -33,7 +34,7 @@ def build_parser():
 
     t = sub.add_parser("train", help="train a VAE (default: the 8x8 digits, under a minute on a CPU)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    t.add_argument("--dataset", default=DEFAULTS.dataset, help="dataset name")
+    t.add_argument("--dataset", default=DEFAULTS.dataset, help="digits, mnist, fashion-mnist or synthetic")
     t.add_argument("--epochs", type=int, default=DEFAULTS.epochs)
     t.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
     t.add_argument("--lr", type=float, default=DEFAULTS.lr, help="learning rate")
@@ -48,48 +49,192 @@ def build_parser():
     t.add_argument("--device", default=DEFAULTS.device, help="cpu, gpu (CuPy) or strict (array-api-strict)")
     t.add_argument("--dtype", default=DEFAULTS.dtype, help="float32 or float64")
     t.add_argument("--out", default=DEFAULTS.out, help="folder for checkpoint.npz and metrics.json")
+    t.add_argument("--data-dir", default=DEFAULTS.data_dir, help="folder of the mnist / fashion-mnist IDX files; "
+                   "missing ones are downloaded there (default: $MINIVAE_DATA/<dataset> or "
+                   "~/.cache/minivae/<dataset>)")
+    t.add_argument("--checkpoint-every", type=int, default=DEFAULTS.checkpoint_every,
+                   help="epochs between checkpoints (one is always written at the end and on Ctrl-C)")
+    t.add_argument("--resume", default=None, metavar="CHECKPOINT",
+                   help="continue the run saved in CHECKPOINT (only --epochs, --out, --device and "
+                   "--checkpoint-every may change)")
+    t.add_argument("--binarize", default=DEFAULTS.binarize, help="none, threshold (x > 0.5), sample (one fixed "
+                   "Bernoulli sample) or dynamic (a fresh sample of each training batch)")
 
     e = sub.add_parser("evaluate", help="held-out negative ELBO of a checkpoint",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     e.add_argument("checkpoint")
     e.add_argument("--device", default="cpu", help="cpu, gpu (CuPy) or strict (array-api-strict)")
     e.add_argument("--seed", type=int, default=0, help="seed of the evaluation noise")
+    e.add_argument("--k", type=int, default=1000, help="importance samples per example for the bound L_k")
+    e.add_argument("--exact", choices=("auto", "yes", "no"), default="auto",
+                   help="exact log p(x) by quadrature over z (z_dim 1 or 2; auto: when z_dim <= 2)")
+    e.add_argument("--dtype", default="float64", help="dtype the evaluation computes in")
     e.add_argument("--json", default=None, help="also write the results to this JSON file")
+
+    # pictures (minivae/plots.py): each writes a PNG, by default beside the checkpoint, and prints its path
+    formatter = argparse.ArgumentDefaultsHelpFormatter
+    s = sub.add_parser("sample", help="a grid of images decoded from z ~ N(0, I)", formatter_class=formatter)
+    s.add_argument("checkpoint")
+    s.add_argument("--n", type=int, default=64, help="number of samples")
+    s.add_argument("--seed", type=int, default=0, help="seed of the draws")
+    s.add_argument("--from-likelihood", action="store_true",
+                   help="also draw x ~ p(x|z) beside the decoder mean E[x|z]")
+    s.add_argument("--out", default=None, help="PNG file (default: samples.png beside the checkpoint)")
+    s.add_argument("--device", default="cpu", help="cpu, gpu (CuPy) or strict (array-api-strict)")
+
+    r = sub.add_parser("reconstruct", help="held-out inputs above their reconstructions",
+                       formatter_class=formatter)
+    r.add_argument("checkpoint")
+    r.add_argument("--n", type=int, default=16, help="number of held-out inputs (the first n)")
+    r.add_argument("--sampled", action="store_true", help="also decode one sampled z ~ q(z|x)")
+    r.add_argument("--seed", type=int, default=0, help="seed of the sampled z")
+    r.add_argument("--out", default=None, help="PNG file (default: reconstructions.png beside the checkpoint)")
+    r.add_argument("--device", default="cpu", help="cpu, gpu (CuPy) or strict (array-api-strict)")
+
+    i = sub.add_parser("interpolate", help="decoded paths between the codes of held-out pairs",
+                       formatter_class=formatter)
+    i.add_argument("checkpoint")
+    i.add_argument("--pairs", type=int, default=4, help="number of pairs (one row each)")
+    i.add_argument("--steps", type=int, default=10, help="points on each path, both ends included")
+    i.add_argument("--kind", default="both", help="linear, slerp (spherical) or both")
+    i.add_argument("--seed", type=int, default=0, help="seed that picks the pairs")
+    i.add_argument("--out", default=None, help="PNG file (default: interpolations.png beside the checkpoint)")
+    i.add_argument("--device", default="cpu", help="cpu, gpu (CuPy) or strict (array-api-strict)")
+
+    la = sub.add_parser("latent", help="2-D latent space only: the decoded manifold and the held-out codes",
+                        formatter_class=formatter)
+    la.add_argument("checkpoint")
+    la.add_argument("--n", type=int, default=15, help="the manifold is an n x n grid")
+    la.add_argument("--out-manifold", default=None, help="PNG file (default: manifold.png beside the checkpoint)")
+    la.add_argument("--out-scatter", default=None,
+                    help="PNG file (default: latent_scatter.png beside the checkpoint)")
+    la.add_argument("--device", default="cpu", help="cpu, gpu (CuPy) or strict (array-api-strict)")
     return parser
+
+
+TRAIN_FIELDS = ("dataset", "epochs", "batch_size", "lr", "optimizer", "z_dim", "hidden", "activation",
+                "likelihood", "beta", "seed", "device", "dtype", "out", "data_dir", "binarize", "checkpoint_every")
 
 
 def _train(args):
     from .train import train
-    config = TrainConfig(**{f.replace("-", "_"): getattr(args, f.replace("-", "_")) for f in (
-        "dataset", "epochs", "batch_size", "lr", "optimizer", "z_dim", "hidden", "activation", "likelihood",
-        "beta", "seed", "device", "dtype", "out")})
     import numpy as np
+    if args.resume:
+        defaults = build_parser().parse_args(["train"])
+        changed = {f: getattr(args, f) for f in TRAIN_FIELDS if getattr(args, f) != getattr(defaults, f)}
+        run = lambda: train(resume=args.resume, **changed)      # noqa: E731
+    else:
+        config = TrainConfig(**{f: getattr(args, f) for f in TRAIN_FIELDS})
+        run = lambda: train(config)                              # noqa: E731
     with np.errstate(over="ignore", invalid="ignore"):    # a non-finite loss is caught and reported by train
-        train(config)
-    return 0
+        result = run()
+    return 130 if result.interrupted else 0
+
+
+EVALUATE_ROWS = [
+    ("neg_elbo", "negative ELBO (1 sample)"), ("nll", "  reconstruction NLL (distortion)"),
+    ("kl", "  KL(q(z|x) || p(z)) (rate)"), ("bits_per_dim", "negative ELBO, bits per dimension"),
+    ("neg_iw_bound", "negative L_k (importance weighted)"), ("quadrature_neg_elbo", "negative ELBO (quadrature)"),
+    ("neg_log_px", "-log p(x) (quadrature)"), ("posterior_gap", "log p(x) - ELBO = KL(q(z|x) || p(z|x))"),
+    ("quadrature_error", "  quadrature error estimate"), ("true_neg_log_px", "-log p(x) of the true model"),
+    ("active_units", "active units (Var_x E_q[z_j] > 0.01)"), ("mutual_information", "I_q(x; z)"),
+    ("marginal_kl", "KL(q(z) || p(z))"),
+]
 
 
 def _evaluate(args):
     from .checkpoint import atomic_write, load_model
     from .data import check_data, load_dataset
-    from .evaluate import evaluate_elbo
-    model, ckpt = load_model(args.checkpoint, device=args.device)
-    x_test = load_dataset(ckpt["train"].get("dataset", "digits")).x_test
+    from .evaluate import evaluate
+    model, ckpt = load_model(args.checkpoint, device=args.device, dtype=args.dtype)
+    train_config = ckpt["train"]
+    dataset = train_config.get("dataset", "digits")
+    x_test = load_dataset(dataset, train_config.get("data_dir"),
+                          train_config.get("binarize", "none")).x_test     # binarised as in training
     check_data(x_test, model.likelihood, "held-out data")
-    result = evaluate_elbo(model, model.device.asarray(x_test, dtype=model.dtype_name), seed=args.seed)
-    print(f"held-out ({x_test.shape[0]} examples), nats per example")
-    print(f"  negative ELBO      {result['neg_elbo']:10.4f}")
-    print(f"  reconstruction NLL {result['nll']:10.4f}")
-    print(f"  KL(q(z|x) || p(z)) {result['kl']:10.4f}")
+    if args.exact == "yes" and model.z_dim > 2:
+        raise ValueError(f"--exact yes needs z_dim 1 or 2; this model has z_dim {model.z_dim}")
+    x = model.device.asarray(x_test, dtype=model.dtype_name)
+    result = evaluate(model, x, k=args.k, seed=args.seed, exact=None if args.exact == "auto" else args.exact == "yes")
+    if dataset == "synthetic":
+        from .data import synthetic_log_px
+        result["true_neg_log_px"] = -float(synthetic_log_px(x_test).mean())
+    print(f"{args.checkpoint}: held-out {dataset} ({result['examples']} examples), nats per example, "
+          f"k = {result['k']}")
+    for key, label in EVALUATE_ROWS:
+        if key in result:
+            value = result[key]
+            print(f"  {label:<42s} {value:>12d}" if isinstance(value, int) else f"  {label:<42s} {value:12.4f}"
+                  if abs(value) >= 1e-3 or value == 0 else f"  {label:<42s} {value:12.2e}")
     if args.json:
         atomic_write(args.json, lambda f: f.write(json.dumps(result, indent=2).encode()))
+    return 0
+
+
+def _model_and_data(args):
+    """The checkpoint's model on ``--device`` and its dataset, binarised as in training."""
+    from .checkpoint import load_model
+    from .data import load_dataset
+    model, ckpt = load_model(args.checkpoint, device=args.device)
+    train_config = ckpt["train"]
+    data = load_dataset(train_config.get("dataset", "digits"), train_config.get("data_dir"),
+                        train_config.get("binarize", "none"))
+    return model, data
+
+
+def _beside_checkpoint(args, name):
+    import os
+    return os.path.join(os.path.dirname(args.checkpoint), name)
+
+
+def _sample(args):
+    from .plots import plot_samples
+    model, data = _model_and_data(args)
+    out = args.out or _beside_checkpoint(args, "samples.png")
+    print(plot_samples(model, data.image_shape, out, n=args.n, seed=args.seed,
+                       from_likelihood=args.from_likelihood))
+    return 0
+
+
+def _reconstruct(args):
+    from .plots import plot_reconstructions
+    model, data = _model_and_data(args)
+    out = args.out or _beside_checkpoint(args, "reconstructions.png")
+    print(plot_reconstructions(model, data.x_test, data.image_shape, out, n=args.n, sampled=args.sampled,
+                               seed=args.seed))
+    return 0
+
+
+def _interpolate(args):
+    from .plots import plot_interpolations
+    model, data = _model_and_data(args)
+    out = args.out or _beside_checkpoint(args, "interpolations.png")
+    print(plot_interpolations(model, data.x_test, data.image_shape, out, pairs=args.pairs, steps=args.steps,
+                              kind=args.kind, seed=args.seed))
+    return 0
+
+
+def _latent(args):
+    from .plots import plot_latent_manifold, plot_latent_scatter
+    model, data = _model_and_data(args)
+    if model.z_dim != 2:
+        raise ValueError(f"{args.checkpoint} has z_dim {model.z_dim}; the latent pictures need a 2-D latent "
+                         f"space (train with --z-dim 2)")
+    if data.image_shape is None:
+        raise ValueError("the manifold needs a dataset of images, and this checkpoint's dataset has no "
+                         "image shape")
+    print(plot_latent_manifold(model, data.image_shape, args.out_manifold or
+                               _beside_checkpoint(args, "manifold.png"), n=args.n))
+    print(plot_latent_scatter(model, data.x_test, args.out_scatter or _beside_checkpoint(args,
+                              "latent_scatter.png"), labels=data.y_test))
     return 0
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        return {"train": _train, "evaluate": _evaluate}[args.command](args)
+        return {"train": _train, "evaluate": _evaluate, "sample": _sample, "reconstruct": _reconstruct,
+                "interpolate": _interpolate, "latent": _latent}[args.command](args)
     except (ValueError, DeviceError, CheckpointError, TrainingError, OSError) as e:
         print(f"minivae {args.command}: error: {e}", file=sys.stderr)
         return 2

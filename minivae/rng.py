@@ -11,6 +11,8 @@ import json
 
 import numpy as np
 
+from .backend import dtype_name
+
 
 class RNG:
     """A seeded host random stream. ``state`` / ``set_state`` round-trip exactly."""
@@ -24,6 +26,12 @@ class RNG:
         """eps ~ N(0, I) of ``shape``, as an array of ``device`` with ``dtype``."""
         eps = self.generator.standard_normal(shape)        # float64 on the host
         return device.asarray(eps, dtype=dtype)
+
+    def uniform(self, shape, device, dtype):
+        """u ~ U[0, 1) of ``shape``, as an array of ``device`` with ``dtype``. Drawn in ``dtype`` itself, so
+        u < 1 holds exactly (a float64 draw rounded to float32 could reach 1)."""
+        u = self.generator.random(shape, dtype=np.dtype(dtype_name(dtype)))    # on the host
+        return device.asarray(u, dtype=dtype)
 
     def permutation(self, n):
         """A random order of ``range(n)``, on the host (int64)."""

@@ -1,9 +1,29 @@
-"""Tests for minivae/data.py: the default dataset and the data checks."""
+"""Tests for minivae/data.py: the digits, the IDX parser and the MNIST folder reader, the synthetic dataset and
+its closed-form log p(x), binarisation, and the data checks. Downloads: tests/test_data_download.py; the
+command line on these datasets: tests/test_data_cli.py."""
+import gzip
+import math
+
 import numpy as np
 import pytest
+from scipy.special import logsumexp
+from scipy.stats import kstest, norm
 
-from minivae.data import check_data, load_dataset, load_digits
+from _data_helpers import STEMS, idx_bytes, isolate, small_mnist, write_idx_folder
+from minivae.backend import array_namespace, to_host
+from minivae.data import (BINARIZE_SEED, DataError, binarize_static, check_data, dynamic_binarize,
+                          load_dataset, load_digits, load_idx_dataset, load_synthetic, parse_idx,
+                          synthetic_log_px, synthetic_params)
+from minivae.rng import RNG
+from minivae.train import TrainConfig, train
 
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch, tmp_path):
+    isolate(monkeypatch, tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------- digits
 
 def test_digits_split_is_fixed_and_scaled():
     x_train, x_test, y_train, y_test, image_shape = load_digits()
@@ -14,6 +34,252 @@ def test_digits_split_is_fixed_and_scaled():
     np.testing.assert_array_equal(again[1], x_test)
     assert set(y_test) == set(range(10))
 
+
+# ----------------------------------------------------------------------------------------- IDX parser
+
+def test_parse_idx_reads_big_endian_bytes_written_by_hand():
+    raw = bytes([0, 0, 0x0B, 2,          # magic: int16, 2 dimensions
+                 0, 0, 0, 2, 0, 0, 0, 2,  # sizes 2, 2
+                 0x00, 0x01, 0x01, 0x00, 0xFF, 0xFF, 0x7F, 0xFF])
+    a = parse_idx(raw)
+    np.testing.assert_array_equal(a, [[1, 256], [-1, 32767]])
+    assert a.dtype == np.int16 and a.dtype.isnative
+
+
+@pytest.mark.parametrize("dtype", [">u1", ">i1", ">i2", ">i4", ">f4", ">f8"])
+def test_parse_idx_every_type_code(dtype):
+    a = (np.arange(24).reshape(2, 3, 4) - (0 if dtype == ">u1" else 5)).astype(dtype)
+    np.testing.assert_array_equal(parse_idx(idx_bytes(a)), a)
+
+
+@pytest.mark.parametrize("raw, message", [
+    (b"\x00\x00", "truncated IDX file: 2 byte"),
+    (b"\x01\x00\x08\x01\x00\x00\x00\x01\x07", "bad magic number 0x01000801"),
+    (b"\x00\x00\x07\x01\x00\x00\x00\x01\x07", "bad magic number 0x00000701"),
+    (b"\x00\x00\x08\x00", "bad magic number"),
+    (b"\x00\x00\x08\x03\x00\x00\x00\x01", "shorter than its 16-byte header"),
+    (b"\x00\x00\x08\x01\x00\x00\x00\x03\x07\x07", r"truncated IDX file: the header says 3 values"),
+    (b"\x00\x00\x08\x01\x00\x00\x00\x01\x07\x07", "size mismatch"),
+])
+def test_parse_idx_rejects_malformed_files_naming_them(raw, message):
+    with pytest.raises(DataError, match=f"labels.idx: .*{message}"):
+        parse_idx(raw, name="labels.idx")
+
+
+def _folder(tmp_path, arrays=None, gz=True):
+    folder = tmp_path / "data"
+    folder.mkdir(exist_ok=True)
+    write_idx_folder(folder, arrays or small_mnist(), gz=gz)
+    return folder
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
+def test_reads_a_user_folder_gzipped_or_not_without_network(tmp_path, name):
+    arrays = small_mnist(n_train=12, n_test=6)
+    folder = _folder(tmp_path, arrays, gz={STEMS[0], STEMS[3]})   # two gzipped, two plain
+    data = load_dataset(name, data_dir=str(folder))                # the base URL is a closed port
+    assert data.image_shape == (28, 28)
+    assert data.x_train.shape == (12, 784) and data.x_test.shape == (6, 784)
+    assert data.x_train.dtype == np.float64 and data.y_train.dtype == np.int64
+    np.testing.assert_array_equal(data.x_train, arrays[STEMS[0]].reshape(12, 784) / 255.0)
+    np.testing.assert_array_equal(data.x_test[5].reshape(28, 28), arrays[STEMS[2]][5] / 255.0)
+    np.testing.assert_array_equal(data.y_test, arrays[STEMS[3]])
+    assert 0.0 <= data.x_train.min() and data.x_train.max() <= 1.0
+    check_data(data.x_train, "bernoulli", "x")
+
+
+def _corrupt(kind, folder):
+    path = folder / (STEMS[0] + ".gz")
+    raw = gzip.decompress(path.read_bytes())
+    if kind == "magic":
+        raw = b"\x08\x03" + raw[2:]
+    elif kind == "truncated":
+        raw = raw[:-100]
+    elif kind == "extra bytes":
+        raw = raw + b"\x00"
+    elif kind == "truncated gzip":
+        path.write_bytes(path.read_bytes()[:200])
+        return path
+    elif kind == "image size":
+        raw = idx_bytes(np.zeros((12, 27, 28), np.uint8))
+    elif kind == "count":
+        raw = idx_bytes(np.zeros((11, 28, 28), np.uint8))
+    path.write_bytes(gzip.compress(raw))
+    return path
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("magic", "bad magic number"), ("truncated", "truncated IDX file"), ("extra bytes", "size mismatch"),
+    ("truncated gzip", "corrupt or truncated gzip"), ("image size", "expected 28x28 images"),
+    ("count", "11 images but .* 12 labels"),
+])
+def test_corrupt_files_give_an_error_naming_the_file(tmp_path, kind, message):
+    folder = _folder(tmp_path)
+    path = _corrupt(kind, folder)
+    with pytest.raises(ValueError, match=message) as err:
+        load_idx_dataset("mnist", str(folder))
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_labels_outside_0_to_9_are_refused(tmp_path):
+    arrays = small_mnist()
+    arrays[STEMS[1]][3] = 10
+    with pytest.raises(ValueError, match="train-labels-idx1-ubyte.*labels 0-9"):
+        load_idx_dataset("mnist", str(_folder(tmp_path, arrays)))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(name="mnist", data_dir="no/such/folder"), "data_dir 'no/such/folder' is not a folder"),
+    (dict(name="mnist", data_dir=3), "data_dir must be a folder path"),
+    (dict(name="digits", data_dir="."), "data_dir is read only by"),
+    (dict(name="synthetic", data_dir="."), "data_dir is read only by"),
+    (dict(name="imagenet"), "dataset must be one of digits, mnist, fashion-mnist, synthetic"),
+    (dict(name="digits", binarize="otsu"), "binarize must be one of none, threshold, sample, dynamic"),
+    (dict(name="synthetic", binarize="threshold"), r"binarize 'threshold' .* needs values in \[0, 1\]"),
+])
+def test_load_dataset_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        load_dataset(**kwargs)
+
+
+def test_data_dir_that_is_a_file(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ValueError, match="data_dir .* is not a folder"):
+        load_dataset("fashion-mnist", str(tmp_path / "f"))
+
+
+# ------------------------------------------------------------------------------------------- synthetic
+
+def test_synthetic_dataset_is_fixed_and_of_unit_scale():
+    data = load_synthetic()
+    assert data.x_train.shape == (5000, 16) and data.x_test.shape == (1000, 16)
+    assert data.y_train is None and data.y_test is None and data.image_shape is None
+    np.testing.assert_array_equal(load_dataset("synthetic").x_test, data.x_test)
+    assert 0.5 < np.std(data.x_train) < 2.0
+    A, c, sigma = synthetic_params()
+    assert A.shape == (16, 2) and c.shape == (16,) and sigma > 0
+
+
+def test_synthetic_log_px_matches_monte_carlo():
+    """log p(x) = log E_{p(z)}[p(x|z)], estimated with S prior draws: log (1/S) sum_s N(x; A z_s + c, sigma^2 I),
+    each term from scipy.stats.norm. The estimator's standard error (delta method, sd(w) / (sqrt(S) mean(w)))
+    sets the tolerance."""
+    A, c, sigma = synthetic_params()
+    x = np.vstack([load_synthetic().x_test[:3], c + 1.0])             # three data points and one off the data
+    S = 200_000
+    z = np.random.default_rng(7).standard_normal((S, 2))
+    mean = z @ A.T + c                                                # (S, D)
+    exact = synthetic_log_px(x)
+    assert exact.shape == (4,)
+    for n in range(x.shape[0]):
+        log_w = np.sum(norm.logpdf(x[n], loc=mean, scale=sigma), axis=1)   # (S,) log p(x_n | z_s)
+        estimate = logsumexp(log_w) - math.log(S)
+        w = np.exp(log_w - np.max(log_w))
+        se = np.std(w) / (math.sqrt(S) * np.mean(w))
+        assert se < 0.02
+        assert abs(estimate - exact[n]) < 4 * se, (n, estimate, exact[n], se)
+
+
+def test_synthetic_data_are_drawn_from_the_closed_form_model():
+    """Mean log p(x) over the held-out draws is -H[N(c, Sigma)] = -(D/2)(1 + log 2 pi) - (1/2) log det Sigma,
+    within 4 standard errors (log p(x) has variance D/2 under the model)."""
+    A, c, sigma = synthetic_params()
+    x = load_synthetic().x_test
+    D = x.shape[1]
+    _, logdet = np.linalg.slogdet(A @ A.T + sigma ** 2 * np.eye(D))
+    neg_entropy = -0.5 * D * (1.0 + math.log(2.0 * math.pi)) - 0.5 * logdet
+    se = math.sqrt(D / 2.0 / x.shape[0])
+    assert abs(np.mean(synthetic_log_px(x)) - neg_entropy) < 4 * se
+
+
+@pytest.mark.parametrize("x", [np.zeros((3, 15)), np.zeros(16), [[0.0] * 16]])
+def test_synthetic_log_px_bad_input(x):
+    with pytest.raises(ValueError, match=r"x must be a NumPy array of shape \(N, 16\)"):
+        synthetic_log_px(x)
+
+
+# -------------------------------------------------------------------------------------------- binarise
+
+def test_binarize_static_threshold_and_sample():
+    x = np.random.default_rng(3).random((400, 50))
+    np.testing.assert_array_equal(binarize_static(x, "threshold", 0), (x > 0.5).astype(np.float64))
+    assert binarize_static(x, "none", 0) is x
+    b = binarize_static(x, "sample", 5)
+    assert b.dtype == x.dtype and set(np.unique(b)) == {0.0, 1.0}
+    np.testing.assert_array_equal(b, binarize_static(x, "sample", 5))
+    assert not np.array_equal(b, binarize_static(x, "sample", 6))
+    # E[b] = x: the mean of b - x over all entries is within 5 standard errors of 0
+    assert abs(np.mean(b - x)) < 5 * math.sqrt(np.sum(x * (1 - x))) / x.size
+    edges = np.array([[0.0, 1.0] * 500], dtype=np.float32)
+    np.testing.assert_array_equal(binarize_static(edges, "sample", 0), edges)
+
+
+@pytest.mark.parametrize("x, mode, message", [
+    (np.zeros((2, 2)), "dynamic", "mode must be"),
+    (np.zeros((2, 2)), "otsu", "mode must be"),
+    (np.full((2, 2), 1.5), "threshold", r"needs values in \[0, 1\]"),
+    (np.full((2, 2), -0.5), "sample", r"needs values in \[0, 1\]"),
+])
+def test_binarize_static_bad_input(x, mode, message):
+    with pytest.raises(ValueError, match=message):
+        binarize_static(x, mode, 0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_dynamic_binarize_is_u_less_than_x_on_every_device(device, dtype):
+    p = np.linspace(0.0, 1.0, 11)                                       # (11,) one probability per column
+    x = device.asarray(np.tile(p, (4000, 1)), dtype=dtype)              # (4000, 11)
+    u = RNG(0).uniform(tuple(x.shape), device, dtype)
+    b = dynamic_binarize(x, u)
+    assert array_namespace(b) is device.xp and b.dtype == x.dtype and tuple(b.shape) == tuple(x.shape)
+    b_host, u_host = to_host(b), to_host(u)
+    np.testing.assert_array_equal(b_host, (u_host < p).astype(dtype))
+    # b ~ Bernoulli(p) column by column: each column mean within 5 standard errors (exact at p = 0 and 1)
+    se = np.sqrt(p * (1 - p) / x.shape[0])
+    assert np.all(np.abs(np.mean(b_host, axis=0) - p) <= 5 * se)
+
+
+def test_dynamic_binarize_shape_mismatch(device):
+    x = device.asarray(np.zeros((2, 3)), dtype="float64")
+    with pytest.raises(ValueError, match="u must have x's shape"):
+        dynamic_binarize(x, device.asarray(np.zeros((3, 2)), dtype="float64"))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_rng_uniform_is_seeded_and_uniform(device, dtype):
+    u = to_host(RNG(4).uniform((20000,), device, dtype))
+    assert u.dtype == np.dtype(dtype) and u.min() >= 0.0 and u.max() < 1.0
+    np.testing.assert_array_equal(u, to_host(RNG(4).uniform((20000,), device, dtype)))
+    assert kstest(u, "uniform").pvalue > 1e-3
+
+
+def test_binarize_modes_on_a_dataset():
+    grey = load_digits()
+    thr = load_dataset("digits", binarize="threshold")
+    np.testing.assert_array_equal(thr.x_train, grey.x_train > 0.5)
+    np.testing.assert_array_equal(thr.x_test, grey.x_test > 0.5)
+    sample = load_dataset("digits", binarize="sample")
+    np.testing.assert_array_equal(sample.x_train, binarize_static(grey.x_train, "sample", BINARIZE_SEED))
+    np.testing.assert_array_equal(sample.x_train, load_dataset("digits", binarize="sample").x_train)
+    dynamic = load_dataset("digits", binarize="dynamic")
+    np.testing.assert_array_equal(dynamic.x_train, grey.x_train)       # binarised per batch in training
+    np.testing.assert_array_equal(dynamic.x_test, sample.x_test)        # one fixed held-out sample
+    assert set(np.unique(dynamic.x_test)) == {0.0, 1.0}
+
+
+def test_dynamic_binarisation_trains_on_array_api_strict(tmp_path):
+    result = train(TrainConfig(epochs=1, hidden=(8,), z_dim=2, binarize="dynamic", device="strict",
+                               out=str(tmp_path)), log=lambda *a: None)
+    assert math.isfinite(result.history[0]["train_loss"])
+
+
+@pytest.mark.parametrize("field, value", [("binarize", "otsu"), ("data_dir", ""), ("data_dir", 3)])
+def test_train_config_refuses_bad_data_options(field, value):
+    with pytest.raises(ValueError, match=field):
+        TrainConfig(**{field: value}).validate()
+
+
+# -------------------------------------------------------------------------------------------- checks
 
 @pytest.mark.parametrize("x, message", [
     (np.zeros((3, 4), dtype=np.int64), "floating dtype"),

@@ -40,7 +40,7 @@ def test_gaussian_likelihood_and_sgd_train(tmp_path):
 
 
 def test_non_finite_loss_stops_and_saves_nothing(tmp_path):
-    with np.errstate(all="ignore"), pytest.raises(TrainingError, match="epoch 1: the training loss is"):
+    with np.errstate(all="ignore"), pytest.raises(TrainingError, match="epoch 1: the training loss is nan"):
         train(out=str(tmp_path), lr=1e6, **QUICK)
     assert list(tmp_path.iterdir()) == []
 
@@ -59,3 +59,95 @@ def test_defaults_are_the_documented_ones():
     c = TrainConfig()
     assert (c.dataset, c.epochs, c.batch_size, c.lr, c.z_dim, c.hidden, c.activation, c.likelihood) == (
         "digits", 300, 64, 1e-3, 8, (400,), "tanh", "bernoulli")
+
+
+RESUME = dict(hidden=(16,), z_dim=3, dtype="float64", batch_size=100, log=lambda s: None)
+
+
+def params_of(result):
+    return {k: np.asarray(v).copy() for k, v in result.model.params.items()}
+
+
+def test_resume_is_bitwise_identical_to_a_straight_run(tmp_path):
+    """N epochs straight, and N/2 + save + load + N/2, give the same parameters bit for bit (float64, CPU),
+    the same optimizer state and the same history."""
+    straight = train(out=str(tmp_path / "a"), epochs=6, **RESUME)
+    first = train(out=str(tmp_path / "b"), epochs=3, **RESUME)
+    second = train(resume=str(tmp_path / "b" / "checkpoint.npz"), epochs=6, log=lambda s: None)
+    a, b = params_of(straight), params_of(second)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert all(np.array_equal(straight.optimizer.m[k], second.optimizer.m[k]) for k in a)
+    assert second.optimizer.t == straight.optimizer.t == 6 * 15
+    strip = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h]    # noqa: E731
+    assert strip(second.history) == strip(straight.history) and len(first.history) == 3
+
+
+def test_resume_from_the_middle_of_an_epoch(tmp_path, monkeypatch):
+    """A stop requested mid-epoch (what Ctrl-C does) saves the epoch's data order, step and partial sums;
+    resuming from there is bitwise identical to the straight run."""
+    import minivae.train as train_module
+    straight = params_of(train(out=str(tmp_path / "a"), epochs=2, **RESUME))
+
+    class StopAtStep7(train_module._StopOnInterrupt):
+        calls = 0
+
+        @property
+        def requested(self):
+            StopAtStep7.calls += 1
+            return StopAtStep7.calls == 7 + 15          # epoch 2, step 7 of 15
+
+        @requested.setter
+        def requested(self, value):
+            pass
+
+    monkeypatch.setattr(train_module, "_StopOnInterrupt", StopAtStep7)
+    stopped = train(out=str(tmp_path / "b"), epochs=2, **RESUME)
+    assert stopped.interrupted
+    ck = load_checkpoint(tmp_path / "b" / "checkpoint.npz")
+    assert ck["epoch"] == 1 and ck["progress"]["step"] == 7 and ck["order"].shape == (1437,)
+    monkeypatch.undo()
+    resumed = params_of(train(resume=str(tmp_path / "b" / "checkpoint.npz"), log=lambda s: None))
+    assert all(np.array_equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_resume_refuses_to_change_the_run(tmp_path):
+    train(out=str(tmp_path), epochs=2, **RESUME)
+    with pytest.raises(ValueError, match="lr cannot change"):
+        train(resume=str(tmp_path / "checkpoint.npz"), lr=0.5)
+    with pytest.raises(ValueError, match="epochs .1. is below the 2 epochs"):
+        train(resume=str(tmp_path / "checkpoint.npz"), epochs=1)
+
+
+def test_ctrl_c_saves_and_exits_cleanly_then_resume_finishes(tmp_path):
+    """A real SIGINT to `minivae train`: exit 130 with no traceback, a loadable checkpoint and no temporary
+    file; `--resume` then finishes the run with the same parameters as a run never interrupted."""
+    import signal
+    import subprocess
+    import sys
+    args = ["--hidden", "16", "--z-dim", "3", "--dtype", "float64", "--batch-size", "100", "--epochs", "400"]
+    proc = subprocess.Popen([sys.executable, "-m", "minivae", "train", *args, "--out", str(tmp_path / "run")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:                     # wait until training is under way
+        if line.startswith("epoch    2/"):
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert "interrupted in epoch" in out
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoint.npz", "metrics.json"]
+    ck = load_checkpoint(tmp_path / "run" / "checkpoint.npz")
+    assert 2 <= ck["epoch"] < 400
+    resumed = train(resume=str(tmp_path / "run" / "checkpoint.npz"), epochs=ck["epoch"] + 2, log=lambda s: None)
+    straight = train(out=str(tmp_path / "straight"), epochs=ck["epoch"] + 2, **RESUME)
+    a, b = params_of(straight), params_of(resumed)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_checkpoint_every_and_nan_keeps_the_last_good_checkpoint(tmp_path):
+    import hashlib
+    train(out=str(tmp_path), epochs=2, checkpoint_every=1, **RESUME)
+    path = tmp_path / "checkpoint.npz"
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    with np.errstate(all="ignore"), pytest.raises(TrainingError, match="left as it was"):
+        train(out=str(tmp_path), epochs=2, lr=1e6, checkpoint_every=1, **RESUME)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
