@@ -50,12 +50,12 @@ def build_parser():
     t.add_argument("--dtype", default=DEFAULTS.dtype, help="float32 or float64")
     t.add_argument("--out", default=DEFAULTS.out, help="folder for checkpoint.npz and metrics.json")
     t.add_argument("--data-dir", default=DEFAULTS.data_dir, help="folder of the mnist / fashion-mnist IDX files; "
-                   "missing ones are downloaded there (default: $MINIVAE_DATA/<dataset> or "
-                   "~/.cache/minivae/<dataset>)")
+                   "missing ones are downloaded there. None: $MINIVAE_DATA/<dataset> or "
+                   "~/.cache/minivae/<dataset>")
     t.add_argument("--checkpoint-every", type=int, default=DEFAULTS.checkpoint_every,
                    help="epochs between checkpoints (one is always written at the end and on Ctrl-C)")
     t.add_argument("--resume", default=None, metavar="CHECKPOINT",
-                   help="continue the run saved in CHECKPOINT (only --epochs, --out, --device and "
+                   help="continue the run saved in CHECKPOINT (only --epochs, --out, --device, --data-dir and "
                    "--checkpoint-every may change)")
     t.add_argument("--binarize", default=DEFAULTS.binarize, help="none, threshold (x > 0.5), sample (one fixed "
                    "Bernoulli sample) or dynamic (a fresh sample of each training batch)")

@@ -120,7 +120,7 @@ class _StopOnInterrupt:
             signal.signal(signal.SIGINT, self.previous)
 
 
-RESUMABLE_OVERRIDES = ("epochs", "out", "device", "checkpoint_every")
+RESUMABLE_OVERRIDES = ("epochs", "out", "device", "checkpoint_every", "data_dir")
 
 
 def _resumed_config(ckpt, path, overrides):
@@ -139,7 +139,7 @@ def _resumed_config(ckpt, path, overrides):
 
 def train(config=None, log=print, resume=None, **overrides):
     """Train a VAE as ``config`` (a TrainConfig; keyword overrides allowed) says, or continue the run saved in
-    the checkpoint ``resume`` (then only epochs, out, device and checkpoint_every may be overridden).
+    the checkpoint ``resume`` (then only epochs, out, device, checkpoint_every and data_dir may be overridden).
 
     Every ``checkpoint_every`` epochs and at the end it writes ``<out>/checkpoint.npz`` (atomically) and
     ``<out>/metrics.json``. A first Ctrl-C stops after the current step and saves, mid-epoch, everything a
@@ -214,7 +214,7 @@ def train(config=None, log=print, resume=None, **overrides):
             while step < steps_per_epoch:
                 idx = order_d[step * bs:min((step + 1) * bs, n)]
                 xb = xp.take(x_train_d, idx, axis=0)                     # (B, D)
-                if config.binarize == "dynamic":                       # a fresh Bernoulli(x) sample per batch
+                if config.binarize == "dynamic":                         # a fresh Bernoulli(x) sample per batch
                     xb = dynamic_binarize(xb, rng.uniform(tuple(xb.shape), device, config.dtype))
                 eps = rng.normal((xb.shape[0], config.z_dim), device, config.dtype)
                 loss, grads, stats = model.loss_and_grads(xb, eps, config.beta)
@@ -247,5 +247,7 @@ def train(config=None, log=print, resume=None, **overrides):
                 save(mid_epoch=False)
     if ckpt is not None and epoch == ckpt["epoch"] and step == 0:
         save(mid_epoch=False)                     # resumed with nothing left to do: still write the files
-    log(f"wrote {ckpt_path} and {metrics_path}")
+    from .plots import plot_loss_curves
+    curves = plot_loss_curves(history, os.path.join(config.out, "loss_curves.png"))
+    log(f"wrote {ckpt_path}, {metrics_path} and {curves}")
     return TrainResult(model, optimizer, history, ckpt_path, metrics_path)

@@ -22,7 +22,7 @@ def test_short_run_learns_and_writes_files(tmp_path):
     assert ckpt["epoch"] == 3 and ckpt["model"]["hidden"] == [32] and ckpt["optim"]["t"] == 3 * 23
     with np.load(tmp_path / "checkpoint.npz", allow_pickle=False) as z:     # loadable without pickle
         assert "param/enc.0.W" in z.files
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz", "metrics.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz", "loss_curves.png", "metrics.json"]
 
 
 def test_same_seed_same_numbers_different_seed_different(tmp_path):
