@@ -1,7 +1,7 @@
 """minivae: the variational autoencoder (Kingma & Welling 2013) with every gradient derived and written by hand,
 on NumPy (CPU) and CuPy (GPU). Derivations: derivations/README.md.
 """
-from .backend import Device, DeviceError, array_namespace, get_device, to_host
+from .backend import Device, DeviceError, array_namespace, from_host, get_device, to_host
 from .gradcheck import check_backward, directional_check, numerical_gradient, rel_error
 from .kl import kl_std_normal_backward, kl_std_normal_forward
 from .layers import (identity_backward, identity_forward, linear_backward, linear_forward, relu_backward,
@@ -15,3 +15,5 @@ from .reparam import reparameterize_backward, reparameterize_forward
 from .rng import RNG
 
 __version__ = "0.1.0"
+
+__all__ = [name for name in dir() if not name.startswith("_")]

@@ -4,8 +4,8 @@ Every op finds its array module from its arguments (CuPy's ``get_array_module``;
 ``__array_namespace__``): NumPy arrays run on NumPy, CuPy arrays on CuPy, array-API arrays (for example
 ``array_api_strict`` on its non-default device) on their own namespace. Array type in equals array type out.
 
-Ops never move data. Moving data is explicit and lives here: ``Device.asarray`` (host -> device) and
-``to_host`` (device -> host). Nothing else in minivae calls ``np.asarray``, ``float()`` or ``.item()`` on an
+Ops never move data. Moving data is explicit and lives here: ``Device.asarray`` and ``from_host``
+(host -> device) and ``to_host`` (device -> host). Nothing else in minivae calls ``np.asarray``, ``float()`` or ``.item()`` on an
 array that may live on a device.
 """
 import numpy as np
@@ -74,6 +74,17 @@ def to_host(a):
     if xp.__name__ == "array_api_strict":
         return np.asarray(a.to_device(xp.Device("CPU_DEVICE")))
     return np.from_dlpack(a)
+
+
+def from_host(a, like):
+    """Host -> the array module and device of the array ``like`` (a no-op when ``like`` is a NumPy array)."""
+    xp = array_namespace(like)
+    if xp is np:
+        return np.asarray(a)
+    if xp.__name__ == "cupy":
+        with like.device:                     # CuPy's asarray takes no device argument: use its context
+            return xp.asarray(a)
+    return xp.asarray(a, device=like.device)
 
 
 class Device:

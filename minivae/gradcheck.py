@@ -15,7 +15,7 @@ Derivation: derivations/gradcheck.md. Tests: tests/test_gradcheck.py (and every 
 """
 import numpy as np
 
-from .backend import array_namespace, to_host
+from .backend import from_host, to_host
 
 
 def rel_error(a, b):
@@ -64,9 +64,8 @@ def check_backward(forward, backward, inputs, wrt=None, seed=0, h=1e-5):
         if str(inputs[j].dtype).split(".")[-1] != "float64":
             raise ValueError(f"check_backward needs float64 inputs, input {j} is {inputs[j].dtype}")
     out, cache = forward(*inputs)
-    xp = array_namespace(out)
     dout_host = np.random.default_rng(seed).standard_normal(tuple(out.shape))
-    dout = dout_host if xp is np else xp.asarray(dout_host, device=out.device)
+    dout = from_host(dout_host, out)
     grads = backward(dout, cache)
     if not isinstance(grads, tuple):
         grads = (grads,)
@@ -96,9 +95,7 @@ def directional_check(f, params, grads, seed=0, h=1e-5):
     values = []
     for sign in (1.0, -1.0):
         for k, p in saved.items():
-            xp = array_namespace(p)
-            step = v[k] if xp is np else xp.asarray(v[k], device=p.device)
-            params[k] = p + sign * h * step
+            params[k] = p + sign * h * from_host(v[k], p)
         values.append(float(to_host(f())))
     params.update(saved)
     numeric = (values[0] - values[1]) / (2.0 * h)

@@ -18,7 +18,7 @@ figure is a whole number of pixels. An image panel of R rows and C columns of ti
 R * TILE high, with a TITLE band above it; panels are separated by MARGIN, and the figure has MARGIN around
 its panels (LABEL on the left where rows carry labels). Pixel values are drawn in grey from 0 (black) to 1
 (white), the range minivae scales images to; values outside it (a Gaussian decoder's means or draws) are clipped
-in the picture. Tiles are separated by a one-pixel line of SEPARATOR.
+in the picture. Tiles are separated by a line of SEPARATOR one image pixel wide.
 """
 import io
 import math
@@ -263,7 +263,7 @@ def _save(fig, path):
 
 def plot_samples(model, image_shape, path, n=64, seed=0, from_likelihood=False):
     """Decode n codes z ~ N(0, I) (drawn from RNG(seed)) and draw a grid of ceil(sqrt(n)) columns: the decoder
-    mean E[x|z] (panel "E[x | z]"), and with ``from_likelihood`` beside it one draw x ~ p(x|z) for each of the
+    mean E[x|z] (panel "E[x | z], z ~ N(0, I)"), and with ``from_likelihood`` beside it one draw x ~ p(x|z) for each of the
     same z (panel "x ~ p(x | z)": Bernoulli 0/1 pixels or Gaussian draws). Returns ``path``."""
     h_w = _image_shape(image_shape, model)
     n = _count(n, "n")

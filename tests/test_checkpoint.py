@@ -78,3 +78,12 @@ def test_wrong_version_and_wrong_architecture(tmp_path):
     np.savez(tmp_path / "arch.npz", **bad)
     with pytest.raises(CheckpointError, match="enc.0.W.*shape"):
         load_model(tmp_path / "arch.npz")
+
+
+def test_atomic_write_respects_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "f", lambda f: f.write(b"x"))
+    finally:
+        os.umask(old)
+    assert (os.stat(tmp_path / "f").st_mode & 0o777) == 0o644

@@ -11,6 +11,7 @@ derivatives, Monte Carlo with a fixed seed, numerical integration), and against 
 Derivations: derivations/README.md.
 """
 import ast
+import itertools
 import math
 import re
 from pathlib import Path
@@ -35,7 +36,8 @@ NOTES_DIR = ROOT / "derivations"
 PKG_DIR = ROOT / "minivae"
 TESTS_DIR = ROOT / "tests"
 
-NOTES = ("README", "elbo", "linear", "activations", "reparameterization", "kl", "likelihoods", "adam", "gradcheck")
+NOTES = ("README", "elbo", "linear", "activations", "reparameterization", "kl", "likelihoods", "adam", "gradcheck",
+         "evaluation")
 OP_MODULES = ("layers", "reparam", "kl", "likelihoods")
 # Anchors that code, notes or the brief rely on, note by note.
 REQUIRED_ANCHORS = {
@@ -48,6 +50,8 @@ REQUIRED_ANCHORS = {
     "likelihoods": {"bernoulli-forward", "bernoulli-backward", "gaussian-forward", "gaussian-backward"},
     "adam": {"update"},
     "gradcheck": {"central", "relative-error", "check", "directional", "fixed-noise"},
+    "evaluation": {"elbo", "importance-weighted-bound", "log-sum-exp", "exact-log-likelihood", "active-units",
+                   "elbo-surgery"},
 }
 
 CODE_REF = re.compile(r"`minivae/(?P<module>[\w/]+)\.py: (?P<names>[^`]+)`")
@@ -927,3 +931,109 @@ def test_saturated_tanh_is_ill_conditioned():
     assert check_backward(tanh_forward, tanh_backward, [x])[0] > 1e-6
     moderate = np.random.default_rng(24).uniform(-2.0, 2.0, (3, 4))
     assert check_backward(tanh_forward, tanh_backward, [moderate])[0] < 1e-8
+
+
+# evaluation.md
+
+def test_log_weight_formula():
+    """log q(z|x) written with eps = (z - mu)/sigma equals scipy's density; log p(z) likewise."""
+    rng = np.random.default_rng(25)
+    mu, logvar, eps = rng.standard_normal(3), rng.uniform(-1, 1, 3), rng.standard_normal((10, 3))
+    sigma = np.exp(logvar / 2.0)
+    z = mu + sigma * eps
+    log_q = -0.5 * np.sum(eps * eps + logvar + LOG_2PI, axis=1)
+    log_p = -0.5 * np.sum(z * z + LOG_2PI, axis=1)
+    np.testing.assert_allclose(log_q, np.sum(stats.norm.logpdf(z, mu, sigma), axis=1), rtol=1e-12)
+    np.testing.assert_allclose(log_p, np.sum(stats.norm.logpdf(z), axis=1), rtol=1e-12)
+
+
+def test_logsumexp_shift_identity():
+    from minivae.logsumexp import logsumexp
+    for a in (np.array([1000.0, 1000.0]), np.array([-1000.0, -1000.0]), np.array([3.0, -2.0, 0.5, 700.0])):
+        m = np.max(a)
+        shifted = m + np.log(np.sum(np.exp(a - m)))
+        assert 1.0 <= np.sum(np.exp(a - m)) <= a.size
+        np.testing.assert_allclose(shifted, special.logsumexp(a), rtol=1e-15)
+        np.testing.assert_allclose(logsumexp(a, axis=0), special.logsumexp(a), rtol=1e-15)
+    with np.errstate(over="ignore", divide="ignore"):
+        assert np.log(np.sum(np.exp(np.array([1000.0, 1000.0])))) == np.inf         # the naive form
+        assert np.log(np.sum(np.exp(np.array([-1000.0, -1000.0])))) == -np.inf
+    assert special.logsumexp([1000.0, 1000.0]) == pytest.approx(1000.0 + math.log(2.0), rel=1e-15)
+
+
+def test_subset_average_identity():
+    """(1/k) sum_i w_i = mean over all m-subsets I of (1/m) sum_{i in I} w_i (the monotonicity argument)."""
+    w = np.random.default_rng(26).exponential(size=6)
+    for m in range(1, 6):
+        subsets = [np.mean(w[list(I)]) for I in itertools.combinations(range(6), m)]
+        assert np.mean(subsets) == pytest.approx(np.mean(w), rel=1e-14)
+
+
+def test_iw_bound_properties_linear_gaussian():
+    A, c, s2, x = _linear_gaussian()
+    Z, D = A.shape
+    log_px = stats.multivariate_normal.logpdf(x, c, A.T @ A + s2 * np.eye(D))
+    log_joint = lambda z: np.sum(stats.norm.logpdf(x, loc=z @ A + c, scale=math.sqrt(s2)), axis=-1) + np.sum(
+        stats.norm.logpdf(z), axis=-1)                                                # log p(x|z) + log p(z)
+    # q = the exact posterior: every weight equals p(x), so log p_k = log p(x) for every k
+    P = np.eye(Z) + A @ A.T / s2
+    S_post, m_post = np.linalg.inv(P), np.linalg.solve(P, A @ (x - c)) / s2
+    z = np.random.default_rng(27).multivariate_normal(m_post, S_post, size=7)
+    log_w = log_joint(z) - stats.multivariate_normal.logpdf(z, m_post, S_post)
+    np.testing.assert_allclose(log_w, log_px, rtol=1e-12)
+    # a diagonal q that is not the posterior: ELBO = L_1 < L_10 < L_100 <= log p(x)
+    m, logvar = np.array([0.3, -0.4]), np.array([-0.7, 0.2])
+    sigma = np.exp(logvar / 2.0)
+    elbo = _expected_loglik(x, A, c, s2, m, np.diag(sigma ** 2)) - kl_closed_form(m, logvar)
+    rng = np.random.default_rng(28)
+    reps = 4000
+    L = {}
+    for k in (1, 10, 100):
+        eps = rng.standard_normal((reps, k, Z))
+        z = m + sigma * eps
+        lw = log_joint(z) + 0.5 * np.sum(eps * eps + logvar + LOG_2PI, axis=-1)        # (reps, k)
+        L[k] = special.logsumexp(lw, axis=1) - math.log(k)
+    ok, info = within_standard_errors(L[1], elbo)
+    assert ok, info
+    means = {k: float(np.mean(v)) for k, v in L.items()}
+    assert elbo < means[10] < means[100]
+    se100 = np.std(L[100], ddof=1) / math.sqrt(reps)
+    assert means[100] <= log_px + 4 * se100
+    assert log_px - means[100] < 0.2 * (log_px - elbo)                                # the gap closes
+
+
+@pytest.mark.parametrize("h_over_s", [1.0, 0.8, 1.0 / 3.0])
+def test_trapezoid_error_on_a_gaussian(h_over_s):
+    """h sum_n f(c + n h) for the N(0, s^2) density: relative error <= 2 exp(-2 pi^2 s^2 / h^2) (Poisson)."""
+    s, c = 0.7, 0.123
+    h = h_over_s * s
+    n = np.arange(-int(40 * s / h) - 1, int(40 * s / h) + 2)
+    total = h * np.sum(stats.norm.pdf(c + n * h, scale=s))
+    bound = 2.0 * math.exp(-2.0 * math.pi ** 2 / h_over_s ** 2)
+    predicted = bound * math.cos(2.0 * math.pi * c / h)                                # the k = 1 term
+    assert abs(total - 1.0) <= 1.0001 * bound + 1e-15
+    if bound > 1e-12:
+        assert (total - 1.0) == pytest.approx(predicted, rel=1e-3)
+
+
+def test_kl_decomposition_identity():
+    """mean_n KL(q_n || p) = I_q + KL(q || p) for a 1-D mixture q = mean_n q_n, all by numerical integration;
+    0 <= I_q <= log N, and I_q = 0 when every q_n is the same."""
+    mu, sd = np.array([-1.0, 0.2, 0.9, 2.0]), np.array([0.5, 0.8, 0.3, 1.1])
+    N = mu.size
+
+    def pieces(mu, sd):
+        q_n = lambda t: stats.norm.pdf(t, mu, sd)                                      # (N,)
+        q = lambda t: np.mean(q_n(t))
+        quad = lambda f: integrate.quad(f, -15, 15, limit=400, epsabs=1e-13, epsrel=1e-12)[0]
+        info = np.mean([quad(lambda t, i=i: q_n(t)[i] * (stats.norm.logpdf(t, mu[i], sd[i]) - np.log(q(t))))
+                        for i in range(N)])
+        marginal = quad(lambda t: q(t) * (np.log(q(t)) - stats.norm.logpdf(t)))
+        mean_kl = np.mean(kl_closed_form(mu[:, None], np.log(sd[:, None] ** 2)))
+        return info, marginal, mean_kl
+
+    info, marginal, mean_kl = pieces(mu, sd)
+    assert info + marginal == pytest.approx(mean_kl, rel=1e-9)
+    assert 0.0 < info <= math.log(N) and marginal > 0.0
+    info0, marginal0, mean_kl0 = pieces(np.full(N, 0.4), np.full(N, 0.6))
+    assert abs(info0) < 1e-10 and marginal0 == pytest.approx(mean_kl0, rel=1e-9)

@@ -6,7 +6,7 @@ import pytest
 import scipy.special
 import scipy.stats
 
-from minivae.backend import get_device, to_host
+from minivae.backend import to_host
 from minivae.gradcheck import directional_check, numerical_gradient, rel_error
 from minivae.model import VAE
 
