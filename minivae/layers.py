@@ -16,11 +16,14 @@ def linear_forward(x, W, b):
     return y, (x, W)
 
 
-def linear_backward(dy, cache):
-    """dx = dy W^T,  dW = x^T dy,  db = sum_n dy.   derivations/linear.md#backward"""
+def linear_backward(dy, cache, need_dx=True):
+    """dx = dy W^T,  dW = x^T dy,  db = sum_n dy.   derivations/linear.md#backward
+
+    ``need_dx=False`` skips the product for dx (returned as None) where the input is data, not a layer's output.
+    """
     x, W = cache
     xp = array_namespace(dy)
-    dx = dy @ W.T                                   # (N, D_in)
+    dx = dy @ W.T if need_dx else None              # (N, D_in)
     dW = x.T @ dy                                   # (D_in, D_out)
     db = xp.sum(dy, axis=0)                         # (D_out,)
     return dx, dW, db

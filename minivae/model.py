@@ -96,12 +96,14 @@ class VAE:
             caches.append((lin_cache, act_cache))
         return h, caches
 
-    def _mlp_backward(self, dh, caches, prefix, grads):
-        """Backward through the hidden layers, last to first; writes their grads, returns d(input)."""
+    def _mlp_backward(self, dh, caches, prefix, grads, need_dx=True):
+        """Backward through the hidden layers, last to first; writes their grads, returns d(input) (None when
+        ``need_dx`` is False: the encoder's input is the data, whose gradient nothing needs)."""
         for i in reversed(range(len(self.hidden))):
             lin_cache, act_cache = caches[i]
             da = self.act_backward(dh, act_cache)
-            dh, grads[f"{prefix}.{i}.W"], grads[f"{prefix}.{i}.b"] = linear_backward(da, lin_cache)
+            dh, grads[f"{prefix}.{i}.W"], grads[f"{prefix}.{i}.b"] = linear_backward(
+                da, lin_cache, need_dx=need_dx or i > 0)
         return dh
 
     def encode(self, x):
@@ -133,6 +135,14 @@ class VAE:
         if self.likelihood == "bernoulli":
             return bernoulli_nll_forward(x, out)
         return gaussian_nll_forward(x, out, self.params["dec.logvar"])
+
+    def _nll_backward(self, dnll, nll_cache, grads):
+        """Backward of the likelihood: returns d(decoder output); writes the likelihood's own parameters'
+        gradients (the Gaussian's shared log-variance) into ``grads``."""
+        if self.likelihood == "bernoulli":
+            return bernoulli_nll_backward(dnll, nll_cache)               # (N, D)
+        dout, grads["dec.logvar"] = gaussian_nll_backward(dnll, nll_cache)
+        return dout
 
     def _forward(self, x, eps):
         (mu, logvar), enc_caches = self._encode(x)
@@ -187,10 +197,7 @@ class VAE:
         dnll = xp.ones_like(nll) * (1.0 / n)                             # (N,)
         dkl = xp.ones_like(kl) * (beta / n)                              # (N,)
         # 1. likelihood: d out (logits or mean), and the shared decoder log-variance
-        if self.likelihood == "bernoulli":
-            dout = bernoulli_nll_backward(dnll, nll_cache)               # (N, D)
-        else:
-            dout, grads["dec.logvar"] = gaussian_nll_backward(dnll, nll_cache)
+        dout = self._nll_backward(dnll, nll_cache, grads)                # (N, D)
         # 2. decoder output layer and hidden layers, down to dz
         dec_mlp_caches, out_cache = dec_caches
         dh, grads["dec.out.W"], grads["dec.out.b"] = linear_backward(dout, out_cache)
@@ -202,10 +209,12 @@ class VAE:
         dlogvar = dlogvar_rec + dlogvar_kl
         # 4. encoder heads; h feeds both, so their gradients into h add
         enc_mlp_caches, mu_cache, lv_cache = enc_caches
-        dh_mu, grads["enc.mu.W"], grads["enc.mu.b"] = linear_backward(dmu, mu_cache)
-        dh_lv, grads["enc.logvar.W"], grads["enc.logvar.b"] = linear_backward(dlogvar, lv_cache)
+        deep = len(self.hidden) > 0                                      # else the heads' input is x itself
+        dh_mu, grads["enc.mu.W"], grads["enc.mu.b"] = linear_backward(dmu, mu_cache, need_dx=deep)
+        dh_lv, grads["enc.logvar.W"], grads["enc.logvar.b"] = linear_backward(dlogvar, lv_cache, need_dx=deep)
         # 5. encoder hidden layers (the gradient with respect to x itself is not needed)
-        self._mlp_backward(dh_mu + dh_lv, enc_mlp_caches, "enc", grads)
+        if deep:
+            self._mlp_backward(dh_mu + dh_lv, enc_mlp_caches, "enc", grads, need_dx=False)
 
         stats = {"nll": xp.mean(nll), "kl": xp.mean(kl)}
         return loss, grads, stats
