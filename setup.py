@@ -20,6 +20,9 @@ setup(
         # cupy-cuda12x (CUDA 12.x) or cupy-cuda13x (CUDA 13.x). See the README.
         "gpu": ["cupy-cuda12x>=13"],
         "test": ["pytest>=7", "array-api-strict>=2.3"],
+        # benchmarks/: pins the BLAS and OpenMP thread pools (PyTorch, the optional comparison, is not a
+        # dependency of anything here: install it yourself to include it)
+        "bench": ["threadpoolctl>=3"],
     },
     entry_points={"console_scripts": ["minivae = minivae.cli:main"]},
 )

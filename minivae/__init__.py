@@ -7,8 +7,9 @@ from .kl import kl_std_normal_backward, kl_std_normal_forward
 from .layers import (identity_backward, identity_forward, linear_backward, linear_forward, relu_backward,
                      relu_forward, sigmoid_backward, sigmoid_forward, softplus_backward, softplus_forward,
                      tanh_backward, tanh_forward)
-from .likelihoods import (bernoulli_nll_backward, bernoulli_nll_forward, gaussian_nll_backward,
-                          gaussian_nll_forward)
+from .likelihoods import (bernoulli_nll_backward, bernoulli_nll_forward, categorical_nll_backward,
+                          categorical_nll_forward, gaussian_nll_backward, gaussian_nll_forward, level_onehot,
+                          variance_floor_backward, variance_floor_forward)
 from .model import VAE
 from .optim import SGD, Adam
 from .reparam import reparameterize_backward, reparameterize_forward

@@ -13,10 +13,15 @@ Keys:
     optim/<slot>/<name> each optimizer slot (Adam's m and v, SGD's v)
 
 Atomic: the file is written to a temporary file in the same folder, flushed to disk and moved into place with
-``os.replace``, so an interrupted save leaves the previous checkpoint intact and no partial file behind.
+``os.replace``, so an interrupted save leaves the previous checkpoint intact and no partial file behind. An
+exception (or Ctrl-C) during the write removes the temporary file at once. A process killed outright (SIGKILL,
+power loss) cannot clean up after itself: its temporary file, named ``.tmp-<pid>-...``, is removed by the next
+write into that folder once no process with that pid is alive (POSIX).
+Tests: tests/test_checkpoint.py, tests/test_faults.py.
 """
 import json
 import os
+import re
 import tempfile
 import zipfile
 
@@ -31,10 +36,48 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable, truncated, corrupted or of another format version."""
 
 
+TEMP_NAME = re.compile(r"^\.tmp-(?P<pid>\d+)-")     # atomic_write's temporary files: .tmp-<pid>-<random><name>
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)                           # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except OSError:                               # it exists but belongs to someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder):
+    """Delete the temporary files that writers killed mid-write left in ``folder`` (those whose pid no longer
+    runs; a live writer's file is never touched). POSIX only: elsewhere ``os.kill(pid, 0)`` is not a query.
+    Returns the names removed."""
+    if os.name != "posix":
+        return []
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        m = TEMP_NAME.match(name)
+        if m and int(m.group("pid")) != os.getpid() and not _pid_alive(int(m.group("pid"))):
+            try:
+                os.unlink(os.path.join(folder, name))
+                removed.append(name)
+            except OSError:                       # gone already, or not ours to delete
+                pass
+    return removed
+
+
 def atomic_write(path, write):
-    """Call ``write(fileobj)`` on a temporary file beside ``path``, then move it into place."""
+    """Call ``write(fileobj)`` on a temporary file beside ``path``, then move it into place. On any exception the
+    temporary file is removed and ``path`` is as it was; stale temporary files of killed writers are removed
+    first (``remove_stale_temporaries``)."""
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
+    remove_stale_temporaries(folder)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{os.getpid()}-", suffix=os.path.basename(path), dir=folder)
     try:
         umask = os.umask(0)
         os.umask(umask)

@@ -43,8 +43,31 @@ def build_parser():
     t.add_argument("--hidden", type=_hidden, default=",".join(map(str, DEFAULTS.hidden)),
                    help="hidden layer sizes, comma-separated; 'none' for linear")
     t.add_argument("--activation", default=DEFAULTS.activation, help="tanh, relu, sigmoid, softplus, identity")
-    t.add_argument("--likelihood", default=DEFAULTS.likelihood, help="bernoulli or gaussian")
+    t.add_argument("--likelihood", default=DEFAULTS.likelihood, help="p(x|z): bernoulli, gaussian or categorical "
+                   "(a softmax over --levels intensity levels)")
+    t.add_argument("--gaussian-variance", default=DEFAULTS.gaussian_variance,
+                   help="gaussian: fixed (at --sigma), shared (one learned value), per-dim (one per dimension) or "
+                   "per-element (a second decoder head)")
+    t.add_argument("--sigma", type=float, default=DEFAULTS.sigma,
+                   help="gaussian-variance fixed: the standard deviation")
+    t.add_argument("--sigma-min", type=float, default=DEFAULTS.sigma_min,
+                   help="floor of a learned gaussian standard deviation: variance = sigma_min^2 + exp(raw) "
+                   "(the likelihood is unbounded without it)")
+    t.add_argument("--levels", type=int, default=DEFAULTS.levels,
+                   help="categorical: number of intensity levels L, level = round(x (L - 1)); 17 for the digits, "
+                   "256 for 8-bit images")
     t.add_argument("--beta", type=float, default=DEFAULTS.beta, help="weight on the KL term")
+    t.add_argument("--kl-warmup-epochs", type=int, default=DEFAULTS.kl_warmup_epochs,
+                   help="the KL weight rises linearly, step by step, from --kl-warmup-start to --beta over this "
+                   "many epochs (0: no warm-up)")
+    t.add_argument("--kl-warmup-start", type=float, default=DEFAULTS.kl_warmup_start,
+                   help="the KL weight of the first step of a warm-up")
+    t.add_argument("--iw-samples", type=int, default=DEFAULTS.iw_samples,
+                   help="K > 1: train on the importance-weighted bound L_K with K samples per example")
+    t.add_argument("--prior", default=DEFAULTS.prior, help="p(z): normal (N(0, I)) or mog (a learned mixture of "
+                   "Gaussians)")
+    t.add_argument("--prior-components", type=int, default=DEFAULTS.prior_components,
+                   help="number of mixture components of --prior mog")
     t.add_argument("--seed", type=int, default=DEFAULTS.seed)
     t.add_argument("--device", default=DEFAULTS.device, help="cpu, gpu (CuPy) or strict (array-api-strict)")
     t.add_argument("--dtype", default=DEFAULTS.dtype, help="float32 or float64")
@@ -73,7 +96,7 @@ def build_parser():
 
     # pictures (minivae/plots.py): each writes a PNG, by default beside the checkpoint, and prints its path
     formatter = argparse.ArgumentDefaultsHelpFormatter
-    s = sub.add_parser("sample", help="a grid of images decoded from z ~ N(0, I)", formatter_class=formatter)
+    s = sub.add_parser("sample", help="a grid of images decoded from z ~ p(z), the model's prior", formatter_class=formatter)
     s.add_argument("checkpoint")
     s.add_argument("--n", type=int, default=64, help="number of samples")
     s.add_argument("--seed", type=int, default=0, help="seed of the draws")
@@ -113,7 +136,8 @@ def build_parser():
 
 
 TRAIN_FIELDS = ("dataset", "epochs", "batch_size", "lr", "optimizer", "z_dim", "hidden", "activation",
-                "likelihood", "beta", "seed", "device", "dtype", "out", "data_dir", "binarize", "checkpoint_every")
+                "likelihood", "gaussian_variance", "sigma", "sigma_min", "levels", "beta", "kl_warmup_epochs",
+                "kl_warmup_start", "iw_samples", "prior", "prior_components", "seed", "device", "dtype", "out", "data_dir", "binarize", "checkpoint_every")
 
 
 def _train(args):

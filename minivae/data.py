@@ -394,7 +394,7 @@ def load_dataset(name, data_dir=None, binarize="none"):
 
 def check_data(x, likelihood, name="x"):
     """Validate a host data matrix before training or evaluation: a ValueError naming ``name`` if it is not
-    a non-empty 2-D floating array of finite values (in [0, 1] for the Bernoulli likelihood)."""
+    a non-empty 2-D floating array of finite values (in [0, 1] for the Bernoulli and categorical likelihoods)."""
     if not isinstance(x, np.ndarray):
         raise ValueError(f"{name} must be a NumPy array, got {type(x).__name__}")
     if x.ndim != 2:
@@ -407,8 +407,8 @@ def check_data(x, likelihood, name="x"):
     if not np.all(np.isfinite(x)):
         bad = int(np.sum(~np.isfinite(x)))
         raise ValueError(f"{name} contains {bad} NaN or infinite value(s)")
-    if likelihood == "bernoulli" and (np.min(x) < 0.0 or np.max(x) > 1.0):
-        raise ValueError(f"{name} must lie in [0, 1] for the bernoulli likelihood, "
+    if likelihood in ("bernoulli", "categorical") and (np.min(x) < 0.0 or np.max(x) > 1.0):
+        raise ValueError(f"{name} must lie in [0, 1] for the {likelihood} likelihood, "
                          f"got values in [{np.min(x):g}, {np.max(x):g}] (real-valued data needs the gaussian "
                          f"likelihood)")
     return x

@@ -5,7 +5,8 @@ log p(x)) and a good approximate posterior (q(z|x) close to p(z|x)); since
 
 the ELBO alone measures neither exactly. This module reports, in nats per example:
 
-- the negative ELBO, split into distortion (reconstruction NLL) and rate (KL), and in bits per dimension;
+- the negative ELBO, split into distortion (reconstruction NLL) and rate (KL), and in bits per dimension where
+  the data are discrete (categorical levels, Bernoulli on binary data; not for densities of continuous data);
 - the importance-weighted bound L_k (Burda et al. 2015), ELBO <= L_k <= log p(x), tighter as k grows;
 - for a latent dimension of 1 or 2, log p(x) itself by quadrature over z, and with it the gap
   log p(x) - ELBO = KL(q(z|x) || p(z|x)) that training shrinks;
@@ -20,6 +21,7 @@ import math
 import numpy as np
 
 from .backend import to_host
+from .likelihoods import level_onehot, log_softmax
 from .logsumexp import logsumexp
 from .rng import RNG
 
@@ -38,7 +40,8 @@ def _batches(n, batch_size):
 
 def evaluate_elbo(model, x, seed=0, batch_size=1000):
     """{"neg_elbo", "nll", "kl"}: means over ``x`` (an array on the model's device, (N, D)) in nats, each
-    example's reconstruction term estimated with one reparameterised sample and its KL in closed form.
+    example's reconstruction term estimated with one reparameterised sample and its KL in closed form (N(0, I)
+    prior) or at that same sample, log q(z|x) - log p(z) (mixture prior: derivations/prior.md#sampled-kl).
     derivations/evaluation.md#elbo
     """
     _check_positive_int(batch_size, "batch_size")
@@ -59,7 +62,9 @@ def evaluate_elbo(model, x, seed=0, batch_size=1000):
 def log_weights(model, x, eps):
     """log w_i = log p(x, z_i) - log q(z_i|x) for z_i = mu + sigma * eps_i.   x: (B, D), eps: (K, B, Z) -> (K, B).
 
-    log p(x, z) = -nll(x|z) - 1/2 sum_j (z_j^2 + log 2 pi);  log q(z|x) = -1/2 sum_j (eps_j^2 + logvar_j + log 2 pi).
+    log p(x, z) = -nll(x|z) + log p(z), with the model's prior: -1/2 sum_j (z_j^2 + log 2 pi) for N(0, I), the
+    mixture's log-density (derivations/prior.md#mixture-forward) for mog;
+    log q(z|x) = -1/2 sum_j (eps_j^2 + logvar_j + log 2 pi).
     derivations/evaluation.md#importance-weighted-bound
     """
     xp = model.device.xp
@@ -68,7 +73,7 @@ def log_weights(model, x, eps):
     z = mu[None, ...] + xp.exp(0.5 * logvar)[None, ...] * eps              # (K, B, Z)
     x_rep = xp.reshape(xp.broadcast_to(x[None, ...], (k, b, x.shape[1])), (k * b, x.shape[1]))
     nll = xp.reshape(model.reconstruction_nll(x_rep, xp.reshape(z, (k * b, z_dim))), (k, b))
-    log_pz = -0.5 * xp.sum(z * z + LOG_2PI, axis=2)                        # (K, B)
+    log_pz = xp.reshape(model.log_prior(xp.reshape(z, (k * b, z_dim))), (k, b))   # (K, B)
     log_qz = -0.5 * xp.sum(eps * eps + logvar[None, ...] + LOG_2PI, axis=2)
     return -nll + log_pz - log_qz
 
@@ -99,8 +104,11 @@ def iw_bound(model, x, k=1000, seed=0, batch_size=100, max_rows=65536):
 
 
 def _grid_log_likelihood(model, x, z):
-    """log p(x_n | z_g) for every example and grid point, (N, G), as one matrix product:
-    Bernoulli: x a^T - sum_d softplus(a);  Gaussian (shared logvar): the expanded squared error.
+    """log p(x_n | z_g) for every example and grid point, (N, G), each decoded once and paired by matrix products:
+    Bernoulli: x a^T - sum_d softplus(a);
+    Gaussian (any variance, broadcast to (G, D) as v = exp(logvar)): the expanded square
+    -1/2 [sum_d (log 2 pi + logvar_gd) + (x * x) (1/v)^T - 2 x (m / v)^T + sum_d m_gd^2 / v_gd];
+    categorical: t log softmax(a)^T with t the one-hot levels of x and both flattened to (., D L).
     derivations/evaluation.md#exact-log-likelihood
     """
     xp = model.device.xp
@@ -109,22 +117,34 @@ def _grid_log_likelihood(model, x, z):
         a = out["logits"]                                                  # (G, D)
         softplus = xp.maximum(a, 0.0) + xp.log1p(xp.exp(-xp.abs(a)))
         return x @ a.T - xp.sum(softplus, axis=1)[None, :]
-    m, logvar = out["mean"], out["logvar"]                                 # (G, D), ()
-    ivar, d = xp.exp(-logvar), x.shape[1]
-    sq = xp.sum(x * x, axis=1)[:, None] - 2.0 * (x @ m.T) + xp.sum(m * m, axis=1)[None, :]   # |x - m|^2
-    return -0.5 * (d * (LOG_2PI + logvar) + ivar * sq)
+    n, d = x.shape
+    if model.likelihood == "categorical":
+        levels = model.levels
+        logp = xp.reshape(log_softmax(out["logits"]), (z.shape[0], d * levels))            # (G, D L)
+        grid = model.device.asarray(np.arange(levels), dtype=model.dtype_name)             # (L,)
+        onehot = xp.reshape(level_onehot(x, grid), (n, d * levels))                         # (N, D L)
+        return onehot @ logp.T
+    m = out["mean"]                                                        # (G, D)
+    logvar = xp.broadcast_to(out["logvar"], m.shape)                       # (G, D): fixed, shared, per-dim or own
+    ivar = xp.exp(-logvar)                                                 # 1 / v
+    sq = (x * x) @ ivar.T - 2.0 * (x @ (m * ivar).T) + xp.sum(m * m * ivar, axis=1)[None, :]   # sum (x - m)^2 / v
+    return -0.5 * (xp.sum(LOG_2PI + logvar, axis=1)[None, :] + sq)
 
 
 def exact_log_px(model, x, radius=10.0, points_per_sigma=3.0, tol=1e-6, max_points=1_000_000, chunk=4096):
     """log p(x_n) = log of the integral of p(x_n|z) p(z) over z, by the trapezoid rule on a grid (z_dim 1 or 2).
 
-    The grid spans the prior's central box [-6, 6]^Z and every posterior q(z|x_n) out to ``radius`` standard
-    deviations. Its spacing starts at h = (smallest posterior sigma) / ``points_per_sigma`` and is halved until
+    The grid spans the box [-6, 6]^Z (the central box of N(0, I)), every component of a mixture prior out to 6 of
+    its standard deviations, and every posterior q(z|x_n) out to ``radius`` standard deviations. Its spacing
+    starts at h = (smallest posterior or prior-component sigma) / ``points_per_sigma`` and is halved until
     the sums on the grid and on every other grid point (spacing 2h) agree to ``tol`` nats for every example, or
     the grid would exceed ``max_points``; ``quadrature_error`` is that final difference, an upper estimate of
     the error at spacing h (the trapezoid rule converges faster than any power of h on such smooth integrands).
-    On the same grid the ELBO is computed without sampling, ELBO_n = sum_g q(z_g|x_n) h^Z log p(x_n|z_g) - KL_n,
-    and with it the gap log p(x_n) - ELBO_n = KL(q(z|x_n) || p(z|x_n)).
+    On the same grid the ELBO is computed without sampling, ELBO_n = sum_g q(z_g|x_n) h^Z log p(x_n|z_g) - KL_n
+    (KL_n in closed form for N(0, I); for a mixture prior by the same sum, sum_g q(z_g|x_n) h^Z
+    [log q(z_g|x_n) - log p(z_g)]), and with it the gap log p(x_n) - ELBO_n = KL(q(z|x_n) || p(z|x_n)). The
+    ELBO's sums must agree on the two grids too (``elbo_quadrature_error``): the log of a mixture prior is less
+    smooth than a Gaussian, and its sum can need a finer grid than log p(x).
     derivations/evaluation.md#exact-log-likelihood
     """
     if model.z_dim not in (1, 2):
@@ -135,11 +155,18 @@ def exact_log_px(model, x, radius=10.0, points_per_sigma=3.0, tol=1e-6, max_poin
     lo = np.minimum(np.min(mu_h - radius * sigma_h, axis=0), -6.0)
     hi = np.maximum(np.max(mu_h + radius * sigma_h, axis=0), 6.0)
     h = float(np.min(sigma_h)) / points_per_sigma
+    if model.prior == "mog":                              # the mixture's components, out to 6 sigma
+        prior_mu = to_host(model.params["prior.mu"]).astype(np.float64)                   # (C, Z)
+        prior_sigma = np.exp(0.5 * to_host(model.params["prior.logvar"]).astype(np.float64))
+        lo = np.minimum(lo, np.min(prior_mu - 6.0 * prior_sigma, axis=0))
+        hi = np.maximum(hi, np.max(prior_mu + 6.0 * prior_sigma, axis=0))
+        h = min(h, float(np.min(prior_sigma)) / points_per_sigma)
     h = max(h, float(np.max(hi - lo)) / (int(max_points ** (1.0 / model.z_dim)) - 1))   # never over max_points
     while True:
         result = _quadrature(model, x, mu, logvar, lo, hi, h, chunk)
         finer = [int(np.ceil((hi[j] - lo[j]) / (h / 2))) + 1 for j in range(model.z_dim)]
-        if result["quadrature_error"] <= tol or int(np.prod(finer)) > max_points:
+        error = max(result["quadrature_error"], result["elbo_quadrature_error"])
+        if error <= tol or int(np.prod(finer)) > max_points:
             return result
         h /= 2
 
@@ -153,12 +180,13 @@ def _quadrature(model, x, mu, logvar, lo, hi, h, chunk):
     coarse_all = np.all(np.stack([i.ravel() % 2 == 0 for i in index], axis=1), axis=1)   # the 2h subgrid
     log_cell, log_cell2 = model.z_dim * math.log(h), model.z_dim * math.log(2.0 * h)
     lse = lse2 = None
-    e_loglik = q_mass = 0.0
+    e_loglik = q_mass = e_log_ratio = e_loglik2 = e_log_ratio2 = 0.0
     for g0, g1 in _batches(z_all.shape[0], chunk):
         z = model.device.asarray(z_all[g0:g1], dtype=model.dtype_name)           # (G, Z)
         coarse = model.device.asarray(coarse_all[g0:g1])
         ll = _grid_log_likelihood(model, x, z)                                   # (N, G)
-        joint = ll - 0.5 * xp.sum(z * z + LOG_2PI, axis=1)[None, :]              # log p(x_n|z_g) + log p(z_g)
+        log_pz = model.log_prior(z)                                              # (G,)  N(0, I) or the mixture
+        joint = ll + log_pz[None, :]                                             # log p(x_n|z_g) + log p(z_g)
         part = logsumexp(joint, axis=1)
         part2 = logsumexp(xp.where(coarse[None, :], joint, -math.inf), axis=1)
         lse = part if lse is None else xp.logaddexp(lse, part)
@@ -168,12 +196,21 @@ def _quadrature(model, x, mu, logvar, lo, hi, h, chunk):
         q = xp.exp(log_q + log_cell)                                             # q(z_g|x_n) h^Z
         e_loglik = e_loglik + xp.sum(q * ll, axis=1)
         q_mass = q_mass + xp.sum(q, axis=1)
+        q2 = xp.where(coarse[None, :], q, 0.0) * 2.0 ** model.z_dim             # q(z_g|x_n) (2h)^Z on the 2h grid
+        e_loglik2 = e_loglik2 + xp.sum(q2 * ll, axis=1)
+        if model.prior != "normal":                                              # E_q[log q - log p] on the grid
+            e_log_ratio = e_log_ratio + xp.sum(q * (log_q - log_pz[None, :]), axis=1)
+            e_log_ratio2 = e_log_ratio2 + xp.sum(q2 * (log_q - log_pz[None, :]), axis=1)
     log_px = to_host(lse + log_cell)
     log_px2 = to_host(lse2 + log_cell2)
-    kl = to_host(0.5 * xp.sum(xp.exp(logvar) + mu * mu - 1.0 - logvar, axis=1))
-    elbo = to_host(e_loglik) - kl
+    if model.prior == "normal":
+        kl = kl2 = to_host(0.5 * xp.sum(xp.exp(logvar) + mu * mu - 1.0 - logvar, axis=1))
+    else:
+        kl, kl2 = to_host(e_log_ratio), to_host(e_log_ratio2)
+    elbo, elbo2 = to_host(e_loglik) - kl, to_host(e_loglik2) - kl2
     return {"log_px": float(np.mean(log_px)), "elbo": float(np.mean(elbo)),
             "gap": float(np.mean(log_px - elbo)), "quadrature_error": float(np.max(np.abs(log_px - log_px2))),
+            "elbo_quadrature_error": float(np.max(np.abs(elbo - elbo2))),
             "q_mass_error": float(np.max(np.abs(to_host(q_mass) - 1.0))), "grid_points": int(z_all.shape[0]),
             "grid_spacing": h, "per_example": log_px, "per_example_elbo": elbo}
 
@@ -194,14 +231,18 @@ def kl_decomposition(model, x, samples=10, seed=0):
 
     I_q(x; z) = mean_n E_{q(z|x_n)}[log q(z|x_n) - log q(z)], estimated with ``samples`` draws per example
     (exactly 0 when the encoder ignores x, and at most log N); KL(q(z) || p(z)) is the rest of the average KL.
-    derivations/evaluation.md#elbo-surgery
+    The average KL is in closed form for the N(0, I) prior; for a mixture prior it has none, and is estimated at
+    the same draws as mean log q(z_n|x_n) - log p(z_n), so the marginal KL is then the estimate
+    mean log q(z_n) - log p(z_n) at those draws.  derivations/evaluation.md#elbo-surgery,
+    derivations/prior.md#evaluation-with-a-mixture-prior
     """
     _check_positive_int(samples, "samples")
     xp = model.device.xp
     mu, logvar = model.encode(x)                                            # (N, Z)
     n = x.shape[0]
     rng = RNG(seed)
-    kl = xp.mean(0.5 * xp.sum(xp.exp(logvar) + mu * mu - 1.0 - logvar, axis=1))
+    closed_form = model.prior == "normal"
+    kl = xp.mean(0.5 * xp.sum(xp.exp(logvar) + mu * mu - 1.0 - logvar, axis=1)) if closed_form else 0.0
     info = 0.0
     for _ in range(samples):
         eps = rng.normal(tuple(mu.shape), model.device, model.dtype_name)   # (N, Z)
@@ -212,6 +253,8 @@ def kl_decomposition(model, x, samples=10, seed=0):
         log_qz = logsumexp(log_q_nm, axis=1) - math.log(n)                  # log q(z_n): aggregate posterior
         log_q_own = -0.5 * xp.sum(eps * eps + logvar + LOG_2PI, axis=1)     # log q(z_n | x_n)
         info = info + xp.mean(log_q_own - log_qz)
+        if not closed_form:                                                 # the sampled KL at the same draws
+            kl = kl + xp.mean(log_q_own - model.log_prior(z)) / samples
     kl, info = float(to_host(kl)), float(to_host(info)) / samples
     return {"kl": kl, "mutual_information": info, "marginal_kl": kl - info, "log_n": math.log(n)}
 
@@ -222,8 +265,13 @@ def evaluate(model, x, k=1000, seed=0, exact=None):
     d = x.shape[1]
     result = {"examples": int(x.shape[0]), "dimensions": int(d)}
     elbo = evaluate_elbo(model, x, seed=seed)
-    result.update(neg_elbo=elbo["neg_elbo"], nll=elbo["nll"], kl=elbo["kl"],
-                  bits_per_dim=elbo["neg_elbo"] / (d * math.log(2.0)))
+    result.update(neg_elbo=elbo["neg_elbo"], nll=elbo["nll"], kl=elbo["kl"])
+    # bits per dimension only where p(x|z) is a probability of discrete data (categorical levels; Bernoulli on
+    # binary x): for a density of continuous x (Gaussian) or a Bernoulli of grey levels it means nothing
+    discrete = model.likelihood == "categorical" or (
+        model.likelihood == "bernoulli" and bool(to_host(model.device.xp.all((x == 0.0) | (x == 1.0)))))
+    if discrete:
+        result["bits_per_dim"] = elbo["neg_elbo"] / (d * math.log(2.0))
     iw = iw_bound(model, x, k=k, seed=seed)
     result.update(k=k, neg_iw_bound=-iw["iw_bound"])
     if exact if exact is not None else model.z_dim <= 2:

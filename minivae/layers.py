@@ -4,7 +4,7 @@
 inputs. Where the derivative is a function of the output (tanh, sigmoid, softplus, relu), the cache keeps the
 output. Derivations: derivations/linear.md, derivations/activations.md. Tests: tests/test_layers.py.
 """
-from .backend import array_namespace
+from .backend import array_namespace, astype
 
 
 def linear_forward(x, W, b):
@@ -12,7 +12,8 @@ def linear_forward(x, W, b):
 
     cache = (x, W).  derivations/linear.md#forward
     """
-    y = x @ W + b                                   # (N, D_out)
+    y = x @ W                                       # (N, D_out)
+    y += b                                          # in place: one (N, D_out) array, not two
     return y, (x, W)
 
 
@@ -39,7 +40,9 @@ def tanh_forward(x):
 def tanh_backward(dy, cache):
     """dx = dy (1 - y^2).   derivations/activations.md#tanh"""
     y = cache
-    return dy * (1.0 - y * y)
+    dx = 1.0 - y * y
+    dx *= dy
+    return dx
 
 
 def relu_forward(x):
@@ -51,16 +54,20 @@ def relu_forward(x):
 
 def relu_backward(dy, cache):
     """dx = dy [y > 0]: the derivative at exactly 0 is taken to be 0.   derivations/activations.md#relu"""
-    xp = array_namespace(dy)
     y = cache
-    return xp.where(y > 0.0, dy, 0.0)
+    return dy * astype(y > 0.0, dy.dtype)          # a product, not xp.where: no branch per element
 
 
 def sigmoid_forward(x):
-    """y = 1 / (1 + exp(-x)), without overflow for any x; cache = y.   derivations/activations.md#sigmoid"""
+    """y = 1 / (1 + exp(-x)) = exp(min(x, 0)) / (1 + exp(-|x|)), without overflow for any x; cache = y.
+
+    derivations/activations.md#sigmoid
+    """
     xp = array_namespace(x)
-    e = xp.exp(-xp.abs(x))                          # in (0, 1]: never overflows
-    y = xp.where(x >= 0.0, 1.0 / (1.0 + e), e / (1.0 + e))
+    d = xp.exp(-xp.abs(x))                          # exp(-|x|) in (0, 1]: never overflows
+    d += 1.0                                        # 1 + exp(-|x|)
+    y = xp.exp(xp.minimum(x, 0.0))                  # 1 for x >= 0, exp(x) for x < 0: the two branches, no select
+    y /= d
     return y, y
 
 
@@ -73,7 +80,8 @@ def sigmoid_backward(dy, cache):
 def softplus_forward(x):
     """y = log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)); cache = y.   derivations/activations.md#softplus"""
     xp = array_namespace(x)
-    y = xp.maximum(x, 0.0) + xp.log1p(xp.exp(-xp.abs(x)))
+    y = xp.log1p(xp.exp(-xp.abs(x)))
+    y += xp.maximum(x, 0.0)
     return y, y
 
 
@@ -81,7 +89,9 @@ def softplus_backward(dy, cache):
     """dx = dy sigmoid(x) = dy (1 - exp(-y)) = -dy expm1(-y).   derivations/activations.md#softplus"""
     xp = array_namespace(dy)
     y = cache
-    return -dy * xp.expm1(-y)
+    dx = -xp.expm1(-y)                              # sigmoid(x) = 1 - exp(-y)
+    dx *= dy
+    return dx
 
 
 def identity_forward(x):

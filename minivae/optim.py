@@ -4,6 +4,7 @@ Derivation: derivations/adam.md. Tests: tests/test_optim.py.
 """
 import math
 
+from . import kernels
 from .backend import array_namespace
 
 
@@ -60,6 +61,7 @@ class Adam:
         self.t = 0
         self.m = {k: array_namespace(p).zeros_like(p) for k, p in params.items()}
         self.v = {k: array_namespace(p).zeros_like(p) for k, p in params.items()}
+        self._work = {}                                        # scratch arrays of the fast kernels (not state)
 
     def step(self, grads):
         self.t += 1
@@ -67,13 +69,18 @@ class Adam:
         step_size = self.lr / (1.0 - b1 ** self.t)            # lr / (1 - beta1^t): host floats, no transfer
         sqrt_bc2 = math.sqrt(1.0 - b2 ** self.t)               # sqrt(1 - beta2^t)
         for k, p in self.params.items():
-            xp = array_namespace(p)
-            g, m, v = grads[k], self.m[k], self.v[k]
-            m *= b1
-            m += (1.0 - b1) * g                                # m = beta1 m + (1 - beta1) g
-            v *= b2
-            v += (1.0 - b2) * (g * g)                          # v = beta2 v + (1 - beta2) g^2
-            p -= step_size * m / (xp.sqrt(v) / sqrt_bc2 + self.eps)
+            args = (p, grads[k], self.m[k], self.v[k], b1, b2, step_size, sqrt_bc2, self.eps)
+            fast = kernels.lookup("adam_update", p)        # the same update in fewer passes (minivae/kernels.py)
+            if fast is not None:
+                fast(*args, self._scratch(k))
+            else:
+                adam_update(*args)
+
+    def _scratch(self, k):
+        """A work array like parameter ``k``, made once: where a kernel writes its intermediates."""
+        if k not in self._work:
+            self._work[k] = array_namespace(self.params[k]).empty_like(self.params[k])
+        return self._work[k]
 
     def state_dict(self):
         return {"name": "adam", "t": self.t, "lr": self.lr, "betas": [self.beta1, self.beta2], "eps": self.eps,
@@ -81,6 +88,23 @@ class Adam:
 
     def load_state_dict(self, state):
         _load_slots(self, state, "adam", ("m", "v"))
+
+
+def adam_update(p, g, m, v, b1, b2, step_size, sqrt_bc2, eps, scratch=None):
+    """One Adam update of parameter ``p`` with gradient ``g``, in place on ``p`` and its moments ``m``, ``v``:
+
+        m <- b1 m + (1 - b1) g,   v <- b2 v + (1 - b2) g^2,   p <- p - step_size m / (sqrt(v) / sqrt_bc2 + eps)
+
+    with step_size = lr / (1 - b1^t) and sqrt_bc2 = sqrt(1 - b2^t). The plain form, for every array module;
+    ``minivae.kernels`` has faster equivalents (``scratch``, an array like ``p``, is theirs).
+    derivations/adam.md#update
+    """
+    xp = array_namespace(p)
+    m *= b1
+    m += (1.0 - b1) * g                                    # m = beta1 m + (1 - beta1) g
+    v *= b2
+    v += (1.0 - b2) * (g * g)                              # v = beta2 v + (1 - beta2) g^2
+    p -= step_size * m / (xp.sqrt(v) / sqrt_bc2 + eps)     # theta -= lr m_hat / (sqrt(v_hat) + eps)
 
 
 def _load_slots(opt, state, name, slots):

@@ -97,3 +97,16 @@ def test_train_loop_runs_on_array_api_strict_device(tmp_path):
     cpu = train(device="cpu", out=str(tmp_path / "cpu"), **kw)
     assert strict.history[0]["heldout_neg_elbo"] == pytest.approx(cpu.history[0]["heldout_neg_elbo"], rel=1e-12)
     assert (tmp_path / "strict" / "checkpoint.npz").exists()
+
+
+def test_train_loop_with_warmup_iw_and_mog_on_array_api_strict_device(tmp_path):
+    """The same with the objective and prior options: a KL warm-up, K = 2 importance samples (eps of shape
+    (K, B, Z)) and the learned mixture prior (its sampled KL, its parameters in the optimizer) on the strict
+    device, matching NumPy."""
+    kw = dict(epochs=1, batch_size=256, hidden=(16,), z_dim=2, dtype="float64", log=lambda s: None,
+              kl_warmup_epochs=2, iw_samples=2, prior="mog", prior_components=3)
+    strict = train(device="strict", out=str(tmp_path / "strict"), **kw)
+    cpu = train(device="cpu", out=str(tmp_path / "cpu"), **kw)
+    for key in ("train_loss", "heldout_neg_elbo", "kl_weight"):
+        assert strict.history[0][key] == pytest.approx(cpu.history[0][key], rel=1e-12), key
+    np.testing.assert_allclose(to_host(strict.model.params["prior.mu"]), cpu.model.params["prior.mu"], rtol=1e-11)

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from minivae.cli import main
@@ -96,3 +97,71 @@ def test_gpu_without_cupy_is_one_line(tmp_path, capsys):
     assert main(["train", *SMALL, "--device", "gpu", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--device gpu needs CuPy" in err[0]
+
+
+@pytest.mark.parametrize("flags", [
+    ["--likelihood", "gaussian", "--gaussian-variance", "fixed", "--sigma", "0.2"],
+    ["--likelihood", "gaussian", "--gaussian-variance", "shared"],
+    ["--likelihood", "gaussian", "--gaussian-variance", "per-dim", "--sigma-min", "0.01"],
+    ["--likelihood", "gaussian", "--gaussian-variance", "per-element"],
+    ["--likelihood", "categorical", "--levels", "17"],
+], ids=["fixed", "shared", "per-dim", "per-element", "categorical"])
+def test_train_and_evaluate_each_likelihood(tmp_path, capsys, flags):
+    """A short run on the digits learns; the checkpoint reloads the same likelihood and evaluates, with bits per
+    dimension only for the discrete categorical (the exact log p(x) of each: tests/test_evaluate.py)."""
+    out = tmp_path / "run"
+    assert main(["train", *SMALL, "--epochs", "3", *flags, "--out", str(out)]) == 0
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert history[-1]["heldout_neg_elbo"] < history[0]["heldout_neg_elbo"]
+    assert main(["evaluate", str(out / "checkpoint.npz"), "--k", "20", "--exact", "no",
+                 "--json", str(tmp_path / "e.json")]) == 0
+    capsys.readouterr()
+    result = json.loads((tmp_path / "e.json").read_text())
+    assert np.isfinite(result["neg_iw_bound"]) and result["neg_iw_bound"] < result["neg_elbo"] + 1.0
+    assert ("bits_per_dim" in result) == ("categorical" in flags)
+    from minivae.checkpoint import load_model
+    model, _ = load_model(out / "checkpoint.npz")
+    given = dict(zip(flags[::2], flags[1::2]))
+    assert model.likelihood == given["--likelihood"]
+    assert model.gaussian_variance == given.get("--gaussian-variance", "shared")
+    assert (model.sigma, model.sigma_min, model.levels) == (float(given.get("--sigma", 1.0)),
+                                                            float(given.get("--sigma-min", 1e-3)),
+                                                            int(given.get("--levels", 256)))
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--likelihood", "gaussian", "--gaussian-variance", "diagonal"], "gaussian_variance"),
+    (["--likelihood", "gaussian", "--gaussian-variance", "fixed", "--sigma", "0"], "sigma"),
+    (["--likelihood", "gaussian", "--sigma-min", "-1"], "sigma_min"),
+    (["--likelihood", "categorical", "--levels", "1"], "levels"),
+])
+def test_bad_likelihood_options_one_line(tmp_path, capsys, flags, needle):
+    assert main(["train", *SMALL, *flags, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_objective_and_prior_flags_train_evaluate_sample_and_resume(tmp_path, capsys):
+    """--kl-warmup-epochs/--kl-warmup-start, --iw-samples and --prior mog --prior-components reach the run, are
+    saved with it (a resume keeps them), and evaluate / sample use the mixture."""
+    from minivae.checkpoint import load_checkpoint
+    out = tmp_path / "run"
+    flags = ["--kl-warmup-epochs", "2", "--kl-warmup-start", "0.1", "--iw-samples", "2", "--prior", "mog",
+             "--prior-components", "3"]
+    assert main(["train", "--epochs", "1", "--hidden", "8", "--z-dim", "3", "--out", str(out)] + flags) == 0
+    ckpt = str(out / "checkpoint.npz")
+    assert main(["train", "--resume", ckpt, "--epochs", "2"]) == 0
+    saved = load_checkpoint(ckpt)
+    assert (saved["epoch"], saved["model"]["prior"], saved["model"]["prior_components"]) == (2, "mog", 3)
+    assert {k: saved["train"][k] for k in ("kl_warmup_epochs", "kl_warmup_start", "iw_samples")} == {
+        "kl_warmup_epochs": 2, "kl_warmup_start": 0.1, "iw_samples": 2}
+    assert [e["kl_weight"] for e in saved["progress"]["history"]][0] < 1.0
+    assert main(["evaluate", ckpt, "--k", "20", "--json", str(tmp_path / "r.json")]) == 0
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert np.isfinite(result["neg_iw_bound"]) and result["neg_iw_bound"] < result["neg_elbo"] + 1.0
+    assert main(["sample", ckpt, "--n", "4", "--out", str(tmp_path / "s.png")]) == 0
+    assert (tmp_path / "s.png").exists()
+    capsys.readouterr()
+    assert main(["train", "--epochs", "1", "--out", str(tmp_path / "bad"), "--prior", "vamp"]) == 2
+    assert "prior must be one of" in capsys.readouterr().err

@@ -25,7 +25,7 @@ from minivae.kl import kl_std_normal_backward, kl_std_normal_forward
 from minivae.layers import (identity_backward, identity_forward, linear_backward, linear_forward, relu_backward,
                             relu_forward, sigmoid_backward, sigmoid_forward, softplus_backward, softplus_forward,
                             tanh_backward, tanh_forward)
-from minivae.likelihoods import (bernoulli_nll_backward, bernoulli_nll_forward, gaussian_nll_backward,
+from minivae.likelihoods import (SIGMA_MIN, bernoulli_nll_backward, bernoulli_nll_forward, gaussian_nll_backward,
                                  gaussian_nll_forward)
 from minivae.model import VAE
 from minivae.optim import SGD, Adam
@@ -37,8 +37,8 @@ PKG_DIR = ROOT / "minivae"
 TESTS_DIR = ROOT / "tests"
 
 NOTES = ("README", "elbo", "linear", "activations", "reparameterization", "kl", "likelihoods", "adam", "gradcheck",
-         "evaluation")
-OP_MODULES = ("layers", "reparam", "kl", "likelihoods")
+         "evaluation", "objectives", "prior")
+OP_MODULES = ("layers", "reparam", "kl", "likelihoods", "prior", "iwae")
 # Anchors that code, notes or the brief rely on, note by note.
 REQUIRED_ANCHORS = {
     "README": {"reading-order", "notation"},
@@ -47,11 +47,18 @@ REQUIRED_ANCHORS = {
     "activations": {"tanh", "relu", "sigmoid", "softplus", "identity"},
     "reparameterization": {"forward", "backward"},
     "kl": {"forward", "backward"},
-    "likelihoods": {"bernoulli-forward", "bernoulli-backward", "gaussian-forward", "gaussian-backward"},
+    "likelihoods": {"bernoulli-forward", "bernoulli-backward", "gaussian-forward", "gaussian-backward",
+                    "gaussian-variance-options", "per-element-variance", "why-a-floor", "variance-floor-forward",
+                    "variance-floor-backward", "discretised-targets", "categorical-forward", "categorical-backward",
+                    "comparing-numbers"},
     "adam": {"update"},
     "gradcheck": {"central", "relative-error", "check", "directional", "fixed-noise"},
     "evaluation": {"elbo", "importance-weighted-bound", "log-sum-exp", "exact-log-likelihood", "active-units",
                    "elbo-surgery"},
+    "objectives": {"the-beta-weighted-objective", "kl-warm-up", "the-importance-weighted-bound",
+                   "importance-weighted-forward", "importance-weighted-backward", "reduction-to-the-elbo"},
+    "prior": {"standard-normal", "parameters", "mixture-forward", "mixture-backward", "log-q-at-a-sample",
+              "sampled-kl", "sampling-the-mixture", "evaluation-with-a-mixture-prior"},
 }
 
 CODE_REF = re.compile(r"`minivae/(?P<module>[\w/]+)\.py: (?P<names>[^`]+)`")
@@ -729,7 +736,7 @@ def _reference_vae_loss(p, x, eps, beta, likelihood, activation, n_hidden):
     if likelihood == "bernoulli":
         nll = np.sum(np.log1p(np.exp(o)) - x * o, axis=1)
     else:
-        nll = gaussian_nll_formula(x, o, p["dec.logvar"])
+        nll = gaussian_nll_formula(x, o, np.log(SIGMA_MIN**2 + np.exp(p["dec.logvar"])))   # the variance floor
     return np.mean(nll + beta * kl)
 
 

@@ -97,7 +97,7 @@ def test_exact_log_px_matches_linear_gaussian_closed_form():
     model = linear_gaussian_model()
     x = model.device.asarray(np.random.default_rng(2).standard_normal((6, 5)))
     W, b = model.params["dec.out.W"], model.params["dec.out.b"]             # (Z, D), (D,)
-    var = float(np.exp(model.params["dec.logvar"]))
+    var = model.sigma_min**2 + float(np.exp(model.params["dec.logvar"]))   # the learned variance, floored
     truth = scipy.stats.multivariate_normal(b, W.T @ W + var * np.eye(5)).logpdf(x)
     ex = exact_log_px(model, x)
     assert ex["quadrature_error"] < 1e-8
@@ -171,3 +171,109 @@ def test_bad_batch_size(batch_size):
         evaluate_elbo(model, data(model), batch_size=batch_size)
     with pytest.raises(ValueError, match="k must"):
         iw_bound(model, data(model), k=0)
+
+
+LIKELIHOOD_OPTIONS = [dict(likelihood="gaussian", gaussian_variance="fixed", sigma=0.7),
+                      dict(likelihood="gaussian", gaussian_variance="per-dim", sigma_min=0.2),
+                      dict(likelihood="gaussian", gaussian_variance="per-element", sigma_min=0.2),
+                      dict(likelihood="categorical", levels=5)]
+
+
+@pytest.mark.parametrize("options", LIKELIHOOD_OPTIONS, ids=lambda o: o.get("gaussian_variance", "categorical"))
+def test_grid_log_likelihood_of_every_likelihood_option(device, options):
+    """The matrix-product forms of _grid_log_likelihood against the likelihood ops (model.reconstruction_nll),
+    and evaluate's bits per dimension: reported for the discrete categorical, not for a Gaussian density."""
+    model = VAE(6, 2, hidden=(4,), dtype="float64", device=device, seed=0, **options)
+    r = np.random.default_rng(1)
+    for p in model.params.values():
+        p += model.device.asarray(0.5 * r.standard_normal(tuple(p.shape)))
+    x = model.device.asarray(r.uniform(size=(5, 6)))
+    z = r.standard_normal((7, 2))
+    grid = to_host(_grid_log_likelihood(model, x, model.device.asarray(z)))                 # (5, 7)
+    for g in range(7):
+        ref = -model.reconstruction_nll(x, model.device.asarray(np.repeat(z[g:g + 1], 5, axis=0)))
+        np.testing.assert_allclose(grid[:, g], to_host(ref), rtol=1e-11)
+    report = evaluate(model, x, k=5)
+    assert ("bits_per_dim" in report) == (model.likelihood == "categorical")
+
+
+# ---- a mixture prior (derivations/prior.md#evaluation-with-a-mixture-prior) ----------------------------------------
+
+def mog_model(z_dim=1, device="cpu", components=3, seed=0):
+    model = VAE(8, z_dim, hidden=(6,), dtype="float64", device=device, seed=seed, prior="mog",
+                prior_components=components)
+    r = np.random.default_rng(seed + 100)
+    for p in model.params.values():
+        p += model.device.asarray(0.5 * r.standard_normal(tuple(p.shape)))
+    return model
+
+
+def mog_density(model, z):
+    """p(z) of the model's mixture, from scipy.stats densities; z: (G, Z) host."""
+    logits, mu, logvar = (to_host(model.params[f"prior.{k}"]) for k in ("logits", "mu", "logvar"))
+    pi = np.exp(logits - np.max(logits))
+    pi /= pi.sum()
+    return sum(pi[c] * scipy.stats.multivariate_normal(mu[c], np.diag(np.exp(logvar[c]))).pdf(z)
+               for c in range(len(pi)))
+
+
+def test_log_weights_with_mog_prior_against_scipy(device):
+    model = mog_model(z_dim=2, device=device)
+    x = data(model, n=4)
+    eps = np.random.default_rng(3).standard_normal((3, 4, 2))
+    lw = to_host(log_weights(model, x, model.device.asarray(eps)))
+    mu, logvar = (to_host(a) for a in model.encode(x))
+    for i in range(3):
+        z = mu + np.exp(logvar / 2) * eps[i]
+        ref = (-to_host(model.reconstruction_nll(x, model.device.asarray(z))) + np.log(mog_density(model, z))
+               - scipy.stats.norm.logpdf(z, mu, np.exp(logvar / 2)).sum(axis=1))
+        np.testing.assert_allclose(lw[i], ref, rtol=1e-12)
+
+
+def test_exact_log_px_with_mog_prior_matches_scipy_quad():
+    """log p(x) = log of the integral of p(x|z) p(z) with the mixture p(z), and the ELBO on the grid with the KL
+    summed on the grid, both against scipy.integrate.quad; then ELBO < L_k < log p(x)."""
+    model = mog_model(z_dim=1)
+    model.params["prior.mu"][:, 0] = [-4.0, 0.5, 7.0]            # a component beyond the box [-6, 6]
+    model.params["prior.logvar"][:, 0] = [-1.0, 0.0, -2.0]
+    x = data(model, n=3)
+    ex = exact_log_px(model, x)
+    assert ex["quadrature_error"] < 1e-8 and ex["q_mass_error"] < 1e-8
+    mu, logvar = (to_host(a) for a in model.encode(x))
+    quad = lambda f: scipy.integrate.quad(f, -20, 20, points=[-4.0, 0.5, 7.0], limit=400, epsabs=0,  # noqa: E731
+                                          epsrel=1e-12)[0]
+    for n in range(3):
+        def log_lik(z):
+            return -float(to_host(model.reconstruction_nll(x[n:n + 1], model.device.asarray([[z]])))[0])
+
+        def log_prior(z):
+            return float(np.log(mog_density(model, np.array([[z]]))))
+
+        q = scipy.stats.norm(mu[n, 0], np.exp(logvar[n, 0] / 2))
+        log_px = np.log(quad(lambda z: np.exp(log_lik(z) + log_prior(z))))
+        elbo = quad(lambda z: q.pdf(z) * (log_lik(z) + log_prior(z) - q.logpdf(z)))
+        assert ex["per_example"][n] == pytest.approx(log_px, rel=1e-9)
+        assert ex["per_example_elbo"][n] == pytest.approx(elbo, rel=1e-8)
+    lk = iw_bound(model, x, k=2000, seed=0)["per_example"]
+    assert np.all(ex["per_example_elbo"] < lk) and np.all(lk < ex["per_example"] + 1e-3)
+
+
+def test_kl_decomposition_with_mog_prior():
+    """The mixture's average KL is the sampled estimate at the draws that estimate I_q: it matches the KL by
+    quadrature within 4 standard errors, and I_q + marginal KL = KL."""
+    model = mog_model(z_dim=1)
+    x = data(model, n=40)
+    dec = kl_decomposition(model, x, samples=50, seed=2)
+    assert dec["mutual_information"] + dec["marginal_kl"] == pytest.approx(dec["kl"], rel=1e-12)
+    mu, logvar = (to_host(a) for a in model.encode(x))
+    sigma = np.exp(logvar[:, 0] / 2)
+    grid = np.linspace(-25, 25, 200_001)[:, None]
+    log_p = np.log(mog_density(model, grid))
+    kls, sds = [], []
+    for n in range(40):
+        log_q = scipy.stats.norm.logpdf(grid[:, 0], mu[n, 0], sigma[n])
+        w = np.exp(log_q) * (grid[1, 0] - grid[0, 0])
+        kls.append(np.sum(w * (log_q - log_p)))
+        sds.append(np.sqrt(np.sum(w * (log_q - log_p - kls[-1]) ** 2)))
+    se = np.sqrt(np.mean(np.square(sds)) / (40 * 50))
+    assert abs(dec["kl"] - np.mean(kls)) < 4 * se, (dec["kl"], np.mean(kls), se)

@@ -16,7 +16,21 @@ CONFIGS = [
     dict(x_dim=4, z_dim=2, hidden=(5, 3), activation="softplus", likelihood="gaussian"),
     dict(x_dim=5, z_dim=3, hidden=(4,), activation="sigmoid", likelihood="gaussian"),
     dict(x_dim=5, z_dim=2, hidden=(6,), activation="relu", likelihood="bernoulli"),
+    dict(x_dim=4, z_dim=2, hidden=(3,), activation="tanh", likelihood="gaussian", gaussian_variance="fixed",
+         sigma=0.4),
+    dict(x_dim=4, z_dim=2, hidden=(3,), activation="tanh", likelihood="gaussian", gaussian_variance="per-dim",
+         sigma_min=0.3),
+    dict(x_dim=4, z_dim=2, hidden=(3,), activation="tanh", likelihood="gaussian", gaussian_variance="per-element",
+         sigma_min=0.3),
+    dict(x_dim=4, z_dim=2, hidden=(), activation="tanh", likelihood="gaussian", gaussian_variance="per-element"),
+    dict(x_dim=3, z_dim=2, hidden=(3,), activation="tanh", likelihood="categorical", levels=4),
 ]
+
+
+def config_id(c):
+    variant = {"gaussian": c.get("gaussian_variance", "shared"), "categorical": c.get("levels")}
+    return f"{c['hidden']}-{c['activation']}-{c['likelihood']}" + (
+        f"-{variant[c['likelihood']]}" if c["likelihood"] in variant else "")
 
 
 def make_batch(model, n, seed):
@@ -33,7 +47,7 @@ def perturb_params(model, seed):
         p += model.device.asarray(0.3 * r.standard_normal(tuple(p.shape)), dtype="float64")   # in place
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c['hidden']}-{c['activation']}-{c['likelihood']}")
+@pytest.mark.parametrize("config", CONFIGS, ids=config_id)
 @pytest.mark.parametrize("beta", [1.0, 0.3])
 def test_loss_and_grads_gradcheck(config, beta):
     model = VAE(**config, dtype="float64", seed=3)
@@ -48,9 +62,11 @@ def test_loss_and_grads_gradcheck(config, beta):
         assert err <= 1e-6, (name, err)
 
 
-def test_loss_and_grads_gradcheck_on_strict_device():
-    """The same check with every array on array-api-strict's non-default device."""
-    model = VAE(**CONFIGS[2], dtype="float64", device="strict", seed=3)
+@pytest.mark.parametrize("config", [CONFIGS[2], CONFIGS[7], CONFIGS[9]], ids=config_id)
+def test_loss_and_grads_gradcheck_on_strict_device(config):
+    """The same check with every array on array-api-strict's non-default device (shared, per-element,
+    categorical)."""
+    model = VAE(**config, dtype="float64", device="strict", seed=3)
     perturb_params(model, 4)
     x, eps = make_batch(model, 3, 5)
     _, grads, _ = model.loss_and_grads(x, eps)
@@ -84,11 +100,23 @@ def reference_loss(model, x, eps, beta):
     mu, logvar = h @ p["enc.mu.W"] + p["enc.mu.b"], h @ p["enc.logvar.W"] + p["enc.logvar.b"]
     sigma = np.sqrt(np.exp(logvar))
     z = mu + sigma * eps
-    out = mlp(z, "dec") @ p["dec.out.W"] + p["dec.out.b"]
+    h = mlp(z, "dec")
+    out = h @ p["dec.out.W"] + p["dec.out.b"]
     if model.likelihood == "bernoulli":
         log_px = (x * scipy.special.log_expit(out) + (1 - x) * scipy.special.log_expit(-out)).sum(axis=1)
-    else:
-        log_px = scipy.stats.norm.logpdf(x, out, np.exp(p["dec.logvar"] / 2)).sum(axis=1)
+    elif model.likelihood == "categorical":                   # level k = round(x (L - 1)), L logits per pixel
+        L = model.levels
+        k = np.rint(x * (L - 1)).astype(int)
+        logp = scipy.special.log_softmax(out.reshape(len(x), model.x_dim, L), axis=2)
+        log_px = np.take_along_axis(logp, k[..., None], axis=2)[..., 0].sum(axis=1)
+    else:                                                     # variance: sigma^2, or sigma_min^2 + exp(raw)
+        if model.gaussian_variance == "fixed":
+            var = model.sigma**2
+        elif model.gaussian_variance == "per-element":
+            var = model.sigma_min**2 + np.exp(h @ p["dec.logvar.W"] + p["dec.logvar.b"])
+        else:
+            var = model.sigma_min**2 + np.exp(p["dec.logvar"])
+        log_px = scipy.stats.norm.logpdf(x, out, np.sqrt(var)).sum(axis=1)
     # KL(q || p) as E_q[log q - log p] is not what we want to Monte Carlo here; use scipy's entropy identity:
     # KL = -H(q) - E_q[log p(z)] with both terms in closed form per dimension.
     entropy = scipy.stats.norm(mu, sigma).entropy().sum(axis=1)
@@ -97,7 +125,7 @@ def reference_loss(model, x, eps, beta):
     return np.mean(-log_px + beta * kl), np.mean(-log_px), np.mean(kl)
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c['hidden']}-{c['activation']}-{c['likelihood']}")
+@pytest.mark.parametrize("config", CONFIGS, ids=config_id)
 def test_loss_matches_independent_reference(device, config):
     model = VAE(**config, dtype="float64", device=device, seed=3)
     perturb_params(model, 4)
@@ -167,6 +195,12 @@ def test_loss_and_grads_rejects_arrays_from_another_device():
     (dict(activation="swish"), "activation"), (dict(likelihood="poisson"), "likelihood"),
     (dict(x_dim=0), "x_dim"), (dict(z_dim=-1), "z_dim"), (dict(hidden=(4, 0)), "hidden"),
     (dict(dtype="float16"), "dtype"), (dict(device="tpu"), "device"), (dict(seed=-1), "seed"),
+    (dict(likelihood="gaussian", gaussian_variance="diagonal"), "gaussian_variance"),
+    (dict(likelihood="gaussian", gaussian_variance="fixed", sigma=0.0), "sigma"),
+    (dict(likelihood="gaussian", gaussian_variance="fixed", sigma=-1.0), "sigma"),
+    (dict(likelihood="gaussian", sigma=float("inf")), "sigma"), (dict(likelihood="gaussian", sigma="1"), "sigma"),
+    (dict(likelihood="gaussian", sigma_min=0.0), "sigma_min"),
+    (dict(likelihood="categorical", levels=1), "levels"), (dict(likelihood="categorical", levels=2.0), "levels"),
 ])
 def test_constructor_rejects_bad_arguments(kwargs, name):
     args = dict(x_dim=6, z_dim=2) | kwargs
@@ -179,3 +213,198 @@ def test_bad_beta_is_rejected(beta):
     model = VAE(6, 2, hidden=(3,), dtype="float64")
     with pytest.raises(ValueError, match="beta"):
         model.loss_and_grads(np.zeros((2, 6)), np.zeros((2, 2)), beta)
+
+
+@pytest.mark.parametrize("kwargs, decoder_params", [
+    (dict(likelihood="bernoulli"), {"dec.out.W": (5, 10), "dec.out.b": (10,)}),
+    (dict(likelihood="gaussian", gaussian_variance="fixed", sigma=0.5), {"dec.out.W": (5, 10), "dec.out.b": (10,)}),
+    (dict(likelihood="gaussian"), {"dec.out.W": (5, 10), "dec.out.b": (10,), "dec.logvar": ()}),
+    (dict(likelihood="gaussian", gaussian_variance="per-dim"),
+     {"dec.out.W": (5, 10), "dec.out.b": (10,), "dec.logvar": (10,)}),
+    (dict(likelihood="gaussian", gaussian_variance="per-element"),
+     {"dec.out.W": (5, 10), "dec.out.b": (10,), "dec.logvar.W": (5, 10), "dec.logvar.b": (10,)}),
+    (dict(likelihood="categorical", levels=17), {"dec.out.W": (5, 170), "dec.out.b": (170,)}),
+], ids=lambda v: v.get("gaussian_variance", v.get("likelihood")) if "likelihood" in v else "")
+def test_likelihood_params_decode_and_config_round_trip(kwargs, decoder_params):
+    """The decoder's head(s) and likelihood parameters per option; decode's shapes; VAE(**config) rebuilds it."""
+    model = VAE(10, 2, hidden=(5,), dtype="float64", seed=0, **kwargs)
+    shapes = {k: tuple(v.shape) for k, v in model.params.items() if k.startswith("dec.") and not k[4].isdigit()}
+    assert shapes == decoder_params
+    z = np.random.default_rng(0).standard_normal((3, 2))
+    out = model.decode(z)
+    if model.likelihood == "gaussian":
+        expected = {"fixed": (), "shared": (), "per-dim": (10,), "per-element": (3, 10)}[model.gaussian_variance]
+        assert out["mean"].shape == (3, 10) and out["logvar"].shape == expected
+        assert np.all(out["logvar"] >= 2 * np.log(model.sigma if model.gaussian_variance == "fixed"
+                                                  else model.sigma_min))
+    else:
+        assert out["logits"].shape == ((3, 10, 17) if model.likelihood == "categorical" else (3, 10))
+    rebuilt = VAE(**model.config)
+    assert rebuilt.config == model.config
+    assert {k: v.shape for k, v in rebuilt.params.items()} == {k: v.shape for k, v in model.params.items()}
+
+
+# ---- objectives and priors (derivations/objectives.md, derivations/prior.md) ------------------------------------
+
+PRIOR_CONFIGS = CONFIGS[:3]          # linear / one hidden layer / two hidden layers; bernoulli and gaussian
+
+
+def prior_model(config, prior, device="cpu", components=3):
+    model = VAE(**config, dtype="float64", device=device, seed=3, prior=prior, prior_components=components)
+    perturb_params(model, 4)
+    return model
+
+
+def gradcheck_all(model, loss):
+    _, grads, _ = loss()
+    assert set(grads) == set(model.params)
+    for name, p in model.params.items():
+        assert grads[name].shape == p.shape, name
+        num = numerical_gradient(lambda: loss()[0], p, np.array(1.0))
+        err = rel_error(grads[name], num)
+        assert err <= 1e-6, (name, err)
+
+
+@pytest.mark.parametrize("config", PRIOR_CONFIGS, ids=config_id)
+def test_mog_prior_gradcheck(config):
+    """The ELBO with the mixture prior and its sampled KL: every parameter, the prior's included."""
+    model = prior_model(config, "mog")
+    x, eps = make_batch(model, 5, 5)
+    gradcheck_all(model, lambda: model.loss_and_grads(x, eps, 0.7))
+
+
+@pytest.mark.parametrize("prior", ["normal", "mog"])
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("config", PRIOR_CONFIGS, ids=config_id)
+def test_iw_loss_and_grads_gradcheck(config, k, prior):
+    """The importance-weighted loss with all K noises (K, N, Z) held fixed."""
+    model = prior_model(config, prior)
+    x, _ = make_batch(model, 4, 5)
+    eps = model.device.asarray(np.random.default_rng(6).standard_normal((k, 4, model.z_dim)))
+    gradcheck_all(model, lambda: model.loss_and_grads(x, eps, 1.0 if k == 3 else 0.6))
+
+
+def test_iw_and_mog_gradcheck_on_strict_device():
+    model = prior_model(CONFIGS[1], "mog", device="strict")
+    x, _ = make_batch(model, 3, 5)
+    eps = model.device.asarray(np.random.default_rng(6).standard_normal((2, 3, model.z_dim)))
+    gradcheck_all(model, lambda: model.loss_and_grads(x, eps))
+
+
+def scipy_log_prior(model, z):
+    """log p(z) from scipy: N(0, I), or the mixture as a logsumexp of weighted multivariate normal densities."""
+    if model.prior == "normal":
+        return scipy.stats.norm.logpdf(z).sum(axis=1)
+    logits, mu, logvar = (to_host(model.params[f"prior.{k}"]) for k in ("logits", "mu", "logvar"))
+    log_pi = logits - scipy.special.logsumexp(logits)
+    terms = [log_pi[c] + scipy.stats.multivariate_normal(mu[c], np.diag(np.exp(logvar[c]))).logpdf(z)
+             for c in range(len(logits))]
+    return scipy.special.logsumexp(np.stack(terms, axis=-1).reshape(len(z), -1), axis=1)
+
+
+def sampled_kl_reference(model, x, eps):
+    """log q(z|x) - log p(z) at z = mu + sigma eps, the densities from scipy.stats. (N,)"""
+    mu, logvar = (to_host(a) for a in model.encode(x))
+    sigma = np.exp(logvar / 2)
+    z = mu + sigma * to_host(eps)
+    return scipy.stats.norm.logpdf(z, mu, sigma).sum(axis=1) - scipy_log_prior(model, z)
+
+
+@pytest.mark.parametrize("config", PRIOR_CONFIGS, ids=config_id)
+def test_mog_loss_matches_independent_reference(device, config):
+    model = prior_model(config, "mog", device=device)
+    x, eps = make_batch(model, 6, 5)
+    loss, _, stats = model.loss_and_grads(x, eps, 0.7)
+    _, ref_nll, _ = reference_loss(model, to_host(x), to_host(eps), 0.7)      # its NLL part, from plain NumPy
+    ref_kl = np.mean(sampled_kl_reference(model, x, eps))
+    np.testing.assert_allclose(float(to_host(stats["kl"])), ref_kl, rtol=1e-11)
+    np.testing.assert_allclose(float(to_host(loss)), ref_nll + 0.7 * ref_kl, rtol=1e-11)
+    np.testing.assert_allclose(to_host(model.log_prior(x[:, :model.z_dim] * 3.0)),
+                               scipy_log_prior(model, to_host(x)[:, :model.z_dim] * 3.0), rtol=1e-12)
+
+
+@pytest.mark.parametrize("prior", ["normal", "mog"])
+def test_iw_at_k_1_is_the_elbo_with_the_sampled_kl(prior):
+    """K = 1: the loss is mean(nll + beta (log q - log p)) at the sample. For the mixture that is exactly the
+    ELBO loss (whose KL is sampled too), gradients included; for N(0, I) it matches a one-component mixture
+    fixed at N(0, I), whose ELBO loss has the sampled KL."""
+    model = prior_model(CONFIGS[1], prior, components=1)
+    x, eps = make_batch(model, 5, 5)
+    loss1, grads1, stats1 = model.loss_and_grads(x, eps[None, ...], 0.8)
+    nll, _ = model.elbo_terms(x, eps)
+    expected = np.mean(to_host(nll) + 0.8 * sampled_kl_reference(model, x, eps))
+    np.testing.assert_allclose(float(to_host(loss1)), expected, rtol=1e-12)
+    if prior == "mog":
+        ref_loss, ref_grads, _ = model.loss_and_grads(x, eps, 0.8)
+    else:
+        ref_model = VAE(**{**model.config, "prior": "mog", "prior_components": 1}, seed=3)
+        ref_model.params.update({k: v.copy() for k, v in model.params.items()})
+        ref_model.params.update({"prior.logits": np.zeros(1), "prior.mu": np.zeros((1, model.z_dim)),
+                                 "prior.logvar": np.zeros((1, model.z_dim))})
+        ref_loss, ref_grads, _ = ref_model.loss_and_grads(x, eps, 0.8)
+    np.testing.assert_allclose(float(to_host(loss1)), float(to_host(ref_loss)), rtol=1e-13)
+    for name, g in grads1.items():
+        np.testing.assert_allclose(g, ref_grads[name], rtol=1e-10, atol=1e-14, err_msg=name)
+
+
+@pytest.mark.parametrize("prior", ["normal", "mog"])
+def test_iw_loss_matches_iw_bound_per_example(prior):
+    """The training loss for one example and K noises is -L_K of minivae.evaluate.iw_bound with the same noise
+    (iw_bound draws eps = RNG(seed).normal((K, N, Z)) when K N fits one chunk)."""
+    from minivae.evaluate import iw_bound
+    from minivae.rng import RNG
+    model = prior_model(CONFIGS[1], prior)
+    x, _ = make_batch(model, 4, 5)
+    k = 5
+    eps = RNG(9).normal((k, 4, model.z_dim), model.device, "float64")
+    per_example = iw_bound(model, x, k=k, seed=9)["per_example"]
+    for n in range(4):
+        loss, _, _ = model.loss_and_grads(x[n:n + 1], eps[:, n:n + 1])
+        np.testing.assert_allclose(-float(to_host(loss)), per_example[n], rtol=1e-12)
+    loss, _, _ = model.loss_and_grads(x, eps)
+    np.testing.assert_allclose(-float(to_host(loss)), np.mean(per_example), rtol=1e-12)
+
+
+def test_iw_gradient_is_the_weighted_sum_of_per_sample_gradients():
+    """Burda et al.'s Eq. 14 for one example: grad L_K = sum_i w~_i grad log w_i, with each grad log w_i from the
+    K = 1 loss at eps_i (whose loss is -log w_i) and w~ the softmax of the log-weights."""
+    model = prior_model(CONFIGS[2], "mog")
+    x, _ = make_batch(model, 1, 5)
+    eps = model.device.asarray(np.random.default_rng(6).standard_normal((4, 1, model.z_dim)))
+    _, grads, _ = model.loss_and_grads(x, eps)
+    singles = [model.loss_and_grads(x, eps[i:i + 1]) for i in range(4)]
+    w_tilde = scipy.special.softmax([-float(to_host(loss)) for loss, _, _ in singles])
+    for name, g in grads.items():
+        expected = sum(w * single[1][name] for w, single in zip(w_tilde, singles))
+        np.testing.assert_allclose(g, expected, rtol=1e-10, atol=1e-14, err_msg=name)
+
+
+def test_prior_params_config_and_sampling():
+    model = VAE(6, 3, hidden=(4,), dtype="float64", seed=2, prior="mog", prior_components=4)
+    shapes = {k: v.shape for k, v in model.params.items() if k.startswith("prior.")}
+    assert shapes == {"prior.logits": (4,), "prior.mu": (4, 3), "prior.logvar": (4, 3)}
+    plain = VAE(6, 3, hidden=(4,), dtype="float64", seed=2)
+    assert all(np.array_equal(plain.params[k], model.params[k]) for k in plain.params)   # weights unchanged
+    assert np.std(model.params["prior.mu"]) > 0.3 and np.all(model.params["prior.logvar"] == 0)
+    rebuilt = VAE(**model.config)
+    assert rebuilt.config == model.config and rebuilt.prior == "mog" and rebuilt.prior_components == 4
+    from minivae.rng import RNG
+    z = model.sample_prior(1000, RNG(0))
+    assert z.shape == (1000, 3) and np.array_equal(z, model.sample_prior(1000, RNG(0)))
+    np.testing.assert_array_equal(plain.sample_prior(5, RNG(1)), RNG(1).normal((5, 3), plain.device, "float64"))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(prior="vamp"), "prior must be one of"), (dict(prior="mog", prior_components=0), "prior_components"),
+])
+def test_bad_prior_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        VAE(6, 2, **kwargs)
+
+
+@pytest.mark.parametrize("shape, message", [((0, 3, 2), "K >= 1"), ((2, 4, 2), "one row per example"),
+                                            ((2, 3, 5), "eps must have shape")])
+def test_iw_rejects_bad_noise(shape, message):
+    model = VAE(6, 2, hidden=(3,), dtype="float64")
+    with pytest.raises(ValueError, match=message):
+        model.loss_and_grads(np.zeros((3, 6)), np.zeros(shape))

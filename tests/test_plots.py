@@ -13,6 +13,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 from scipy.special import expit
+from scipy.special import softmax as scipy_softmax
 from scipy.stats import norm
 
 from minivae import plots
@@ -130,6 +131,18 @@ def test_samples_on_every_device_match_the_cpu(run2, tmp_path, device):
     read_png(tmp_path / "s.png", MARGIN + 2 * (2 * TILE + MARGIN), TITLE + 2 * TILE + MARGIN)
 
 
+def test_samples_of_a_mixture_prior_decode_draws_of_the_mixture(tmp_path, monkeypatch, device):
+    """With prior "mog" the codes are model.sample_prior's draws from the mixture, from RNG(seed)."""
+    model = VAE(64, 2, hidden=(8,), device=device, seed=0, prior="mog", prior_components=3)
+    model.params["prior.mu"] = model.device.asarray(np.array([[-8.0, 0.0], [0.0, 8.0], [8.0, 0.0]]),
+                                                    dtype="float32")
+    seen = spy_decode(model, monkeypatch)
+    plots.plot_samples(model, (8, 8), tmp_path / "s.png", n=30, seed=4)
+    np.testing.assert_array_equal(seen[0], to_host(model.sample_prior(30, RNG(4))))
+    nearest = np.argmin(((seen[0][:, None, :] - to_host(model.params["prior.mu"])[None]) ** 2).sum(-1), axis=1)
+    assert set(nearest) == {0, 1, 2}                    # every component is drawn from (pi = 1/3 each)
+
+
 # ---- the decoder mean and draws from p(x|z) -----------------------------------------------------------------
 
 def test_decoder_mean_is_sigmoid_of_logits_or_the_gaussian_mean():
@@ -160,6 +173,31 @@ def test_gaussian_draws_have_std_exp_half_logvar():
     assert abs(np.mean(noise)) < 5 * 0.5 / np.sqrt(n)
     # the sample std of 320,000 N(0, 0.25) draws is 0.5 within ~0.0006; 0.25 (variance used as std) is far off
     assert np.std(noise) == pytest.approx(0.5, abs=0.003)
+
+
+def test_per_element_gaussian_draws_have_each_elements_std():
+    """gaussian_variance per-element: each pixel's draws have the std exp(logvar_d / 2) its decoder head gives."""
+    model = VAE(64, 2, hidden=(8,), likelihood="gaussian", gaussian_variance="per-element", dtype="float64", seed=2)
+    z = model.device.asarray(np.tile([[1.0, 0.5]], (4000, 1)), dtype="float64")
+    std = np.exp(to_host(model.decode(z[:1, :])["logvar"])[0] / 2)                  # (64,), not all equal
+    assert std.max() / std.min() > 1.5
+    noise = plots.sample_likelihood(model, z, RNG(6)) - plots.decoder_mean(model, z)   # (4000, 64)
+    # the sample std of n normal draws has relative standard error 1 / sqrt(2 (n - 1)): 0.011 for n = 4000
+    np.testing.assert_allclose(np.std(noise, axis=0) / std, 1.0, atol=5 / np.sqrt(2 * 3999))
+
+
+def test_categorical_mean_is_the_expected_level_and_draws_follow_the_softmax():
+    model = VAE(64, 2, hidden=(8,), likelihood="categorical", levels=4, dtype="float64", seed=2)
+    for p in model.params.values():
+        p += 0.5 * np.random.default_rng(0).standard_normal(p.shape)
+    z = model.device.asarray(np.tile([[0.3, -1.2]], (20000, 1)), dtype="float64")   # one z, many draws
+    probs = scipy_softmax(model.decode(z[:1, :])["logits"][0], axis=1)             # (64, 4)
+    np.testing.assert_allclose(plots.decoder_mean(model, z[:1, :])[0], probs @ np.arange(4) / 3, rtol=1e-12)
+    x = plots.sample_likelihood(model, z, RNG(5))                                    # (20000, 64) in {0, 1/3, 2/3, 1}
+    assert set(np.unique(x)) <= {0.0, 1 / 3, 2 / 3, 1.0}
+    freq = np.stack([np.mean(np.isclose(x, k / 3), axis=0) for k in range(4)], axis=1)   # (64, 4)
+    se = np.sqrt(probs * (1 - probs) / x.shape[0])
+    assert np.all(np.abs(freq - probs) < 5 * se + 1e-12)
 
 
 # ---- reconstructions -------------------------------------------------------------------------------------------

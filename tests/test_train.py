@@ -40,7 +40,8 @@ def test_gaussian_likelihood_and_sgd_train(tmp_path):
 
 
 def test_non_finite_loss_stops_and_saves_nothing(tmp_path):
-    with np.errstate(all="ignore"), pytest.raises(TrainingError, match="epoch 1: the training loss is nan"):
+    # Adam at lr 1e6: the encoder's log-variance runs past the clamp and the KL reaches 1e17 nats in step 2
+    with np.errstate(all="ignore"), pytest.raises(TrainingError, match="epoch 1: the training diverged at step"):
         train(out=str(tmp_path), lr=1e6, **QUICK)
     assert list(tmp_path.iterdir()) == []
 
@@ -151,3 +152,72 @@ def test_checkpoint_every_and_nan_keeps_the_last_good_checkpoint(tmp_path):
     with np.errstate(all="ignore"), pytest.raises(TrainingError, match="left as it was"):
         train(out=str(tmp_path), epochs=2, lr=1e6, checkpoint_every=1, **RESUME)
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+
+
+# ---- objectives and priors: warm-up, the importance-weighted bound, the mixture prior --------------------------
+
+NEW_OPTIONS = dict(kl_warmup_epochs=2, kl_warmup_start=0.2, iw_samples=2, prior="mog", prior_components=3)
+
+
+def test_resume_with_warmup_iw_and_mog_is_bitwise_identical(tmp_path, monkeypatch):
+    """Warm-up, K = 2 and the mixture prior together: one epoch, a resume stopped mid-epoch (in the warm-up),
+    and a second resume give bit for bit the parameters and history of a straight run, because the KL weight
+    is a function of (epoch, step) alone. The checkpoint carries the options and rebuilds the mixture."""
+    import minivae.train as train_module
+    from minivae.checkpoint import load_model
+    straight = train(out=str(tmp_path / "a"), epochs=3, **RESUME, **NEW_OPTIONS)
+    train(out=str(tmp_path / "b"), epochs=1, **RESUME, **NEW_OPTIONS)
+    ckpt = str(tmp_path / "b" / "checkpoint.npz")
+
+    class StopAtStep7(train_module._StopOnInterrupt):
+        calls = 0
+
+        @property
+        def requested(self):
+            StopAtStep7.calls += 1
+            return StopAtStep7.calls == 7                # epoch 2, step 7 of 15
+
+        @requested.setter
+        def requested(self, value):
+            pass
+
+    monkeypatch.setattr(train_module, "_StopOnInterrupt", StopAtStep7)
+    assert train(resume=ckpt, epochs=3, log=lambda s: None).interrupted
+    monkeypatch.undo()
+    resumed = train(resume=ckpt, log=lambda s: None)
+    a, b = params_of(straight), params_of(resumed)
+    assert "prior.mu" in a and a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    strip = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h]    # noqa: E731
+    assert strip(resumed.history) == strip(straight.history)
+    saved = load_checkpoint(ckpt)
+    assert {k: saved["train"][k] for k in NEW_OPTIONS} == NEW_OPTIONS
+    model, _ = load_model(ckpt)
+    assert (model.prior, model.prior_components) == ("mog", 3)
+    assert all(np.array_equal(np.asarray(model.params[k]), b[k]) for k in b)
+
+
+def test_history_records_the_kl_weight(tmp_path):
+    """Each epoch's mean KL weight: rising over a 2-epoch warm-up from 0 (23 steps an epoch), then beta."""
+    h = train(out=str(tmp_path), epochs=3, hidden=(8,), z_dim=2, beta=2.0, kl_warmup_epochs=2,
+              log=lambda s: None).history
+    s = 23
+    expected = [2.0 * (0 * s + (s - 1) / 2) / (2 * s), 2.0 * (s + (s - 1) / 2) / (2 * s), 2.0]
+    assert [e["kl_weight"] for e in h] == pytest.approx(expected, rel=1e-12)
+    assert all(e["kl_weight"] == 1.0 for e in train(out=str(tmp_path / "plain"), epochs=1, hidden=(8,), z_dim=2,
+                                                    log=lambda s: None).history)
+
+
+def test_iw_and_mog_runs_learn(tmp_path):
+    for name, options in (("iw", dict(iw_samples=3)), ("mog", dict(prior="mog", prior_components=4))):
+        h = train(out=str(tmp_path / name), **QUICK, **options).history
+        assert h[-1]["heldout_neg_elbo"] < h[0]["heldout_neg_elbo"], name
+
+
+@pytest.mark.parametrize("field, value", [
+    ("kl_warmup_epochs", -1), ("kl_warmup_epochs", 1.5), ("kl_warmup_start", -0.5),
+    ("kl_warmup_start", float("inf")), ("iw_samples", 0), ("prior", "vamp"), ("prior_components", 0),
+])
+def test_bad_objective_or_prior_option_names_the_field(tmp_path, field, value):
+    with pytest.raises(ValueError, match=field):
+        train(out=str(tmp_path), **{**QUICK, field: value})
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,490 @@
+"""Time one training step of the reference VAE (784-400-(20)-400-784, ReLU, Bernoulli logits, float32, Adam):
+minivae against PyTorch eager and against the GEMM floor, over batch sizes and hidden widths.
+
+    python benchmarks/bench_step.py            # the full run, a few minutes on 2 cores
+    python benchmarks/bench_step.py --quick    # a smoke run on tiny sizes (seconds)
+
+Method (see benchmarks/RESULTS.md):
+- Each runtime runs in its own worker process: NumPy-side contenders (minivae, the GEMM floor) in one, PyTorch in
+  another (CuPy and PyTorch CUDA likewise on a GPU), so that an idle BLAS or OpenMP worker left spinning by one
+  runtime cannot share a process with the other. When the parent switches from one process to another it
+  waits ``--settle`` seconds first (longer than OpenBLAS's and libgomp's spin before they sleep), so a spinning
+  worker of the previous process cannot steal a core from the next one. benchmarks/bench_isolation.py measures
+  what happens without these precautions.
+- Threads are pinned in every worker (threadpoolctl for the BLAS and OpenMP pools, torch.set_num_threads) and
+  printed. Each contender is warmed up; then ``--rounds`` rounds alternate the contenders (the order rotates
+  every round), each turn timing several single steps; the median, the quartiles and the minimum are reported.
+- On a GPU the device is synchronised before every clock read.
+- Peak memory of one minivae step: the NumPy allocations traced by tracemalloc above what was allocated before
+  the step (CuPy: the memory pool's allocations; PyTorch CUDA: max_memory_allocated).
+
+Writes ``<out>/bench_step.json`` and the plots ``<out>/step_time.png`` and ``<out>/memory.png``.
+"""
+import argparse
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import workloads  # noqa: E402
+
+# ---- targets (issue 6) -----------------------------------------------------------------------------------------
+
+# (device, ratio name, limit, batches it applies to: None = every batch of the main sweep, or a predicate)
+TARGETS = [
+    ("cpu", "minivae / torch-adam", 0.9, lambda n: 64 <= n <= 2048),
+    ("cpu", "minivae / torch-fused", 1.0, lambda n: 64 <= n <= 2048),
+    ("cpu", "minivae / gemm", 1.5, lambda n: n == 128),
+    ("cpu", "minivae / gemm", 1.25, lambda n: n == 2048),
+    ("cpu", "minivae-fwdbwd / gemm", 1.2, lambda n: 64 <= n <= 2048),
+    ("gpu", "minivae / torch-adam", 1.0, lambda n: n == 128),
+    ("gpu", "minivae / gemm", 1.3, lambda n: n >= 8192),
+]
+
+RATIOS = [("minivae", "torch-adam"), ("minivae", "torch-fused"), ("minivae", "gemm"), ("minivae-fwdbwd", "gemm"),
+          ("torch-adam", "gemm"), ("torch-fused", "gemm"), ("torch-fwdbwd", "gemm"), ("gemm-torch", "gemm"),
+          ("minivae-plain", "minivae"), ("minivae@baseline", "minivae")]
+
+
+# ---- the worker: builds and times the contenders of one process ------------------------------------------------
+
+def worker_main(spec):
+    """Serve the parent: one JSON request per line on stdin, one JSON answer per line on the original stdout."""
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)                                   # anything a library prints goes to stderr, not the protocol
+    if spec.get("sys_path"):
+        sys.path.insert(0, spec["sys_path"])
+    for name in list(sys.modules):                  # a baseline tree must not reuse an imported minivae
+        if name == "minivae" or name.startswith("minivae."):
+            del sys.modules[name]
+    threads, device = spec["threads"], spec["device"]
+    torch_needed = any(c.startswith(("torch", "gemm-torch")) for c in spec["contenders"])
+    if torch_needed:
+        import torch
+        torch.set_num_threads(threads)
+    import numpy  # noqa: F401  (load the BLAS before pinning it)
+    if device == "gpu" and not torch_needed:
+        import cupy  # noqa: F401
+    try:
+        from threadpoolctl import threadpool_limits
+        limiter = threadpool_limits(limits=threads)      # noqa: F841  kept alive: the limits hold while it lives
+    except ImportError:
+        limiter = None                                    # the parent also set the *_NUM_THREADS variables
+    dims = spec["dims"]
+    contenders = {}
+
+    def answer(obj):
+        proto.write(json.dumps(obj) + "\n")
+
+    def setup(batch, hidden, warmup_s, only=None):
+        contenders.clear()
+        base = [c.split("@")[0] for c in spec["contenders"] if only is None or c in only]
+        suffix = {c.split("@")[0]: c for c in spec["contenders"]}
+        built = []
+        mv = [c for c in base if c.startswith("minivae")]
+        if mv:
+            built += workloads.minivae_contenders(batch, hidden, dims["x_dim"], dims["z_dim"], device, names=mv)
+        if "gemm" in base:
+            built.append(workloads.gemm_contender(batch, hidden, dims["x_dim"], dims["z_dim"], device))
+        th = [c for c in base if c.startswith("torch") or c == "gemm-torch"]
+        if th:
+            built += workloads.torch_contenders(batch, hidden, dims["x_dim"], dims["z_dim"], device, names=th)
+        out = {}
+        for c in built:
+            name = suffix[c.name]
+            if c.run is None:
+                out[name] = {"info": c.info}
+                continue
+            contenders[name] = c
+            n, t0 = 0, time.perf_counter()
+            while n < 3 or time.perf_counter() - t0 < warmup_s:      # warm-up: caches, allocator, clocks
+                c.run()
+                c.sync()
+                n += 1
+            out[name] = {"info": c.info, "estimate_s": (time.perf_counter() - t0) / n}
+        return out
+
+    def run(name, reps):
+        c = contenders[name]
+        times = []
+        c.sync()
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            c.run()
+            c.sync()                                             # the device has finished before the clock is read
+            times.append(time.perf_counter() - t0)
+        return times
+
+    for line in sys.stdin:
+        req = json.loads(line)
+        try:
+            if req["cmd"] == "info":
+                answer({"ok": workloads.versions()})
+            elif req["cmd"] == "setup":
+                answer({"ok": setup(req["batch"], req["hidden"], req["warmup_s"], req.get("only"))})
+            elif req["cmd"] == "run":
+                answer({"ok": run(req["name"], req["reps"])})
+            elif req["cmd"] == "memory":
+                c = contenders[req["name"]]
+                answer({"ok": {"peak_bytes": c.memory() if c.memory else None,
+                               "state_bytes": c.info.get("state_bytes")}})
+            elif req["cmd"] == "quit":
+                answer({"ok": True})
+                return
+        except Exception as e:  # noqa: BLE001 - sent to the parent, which stops with the message
+            import traceback
+            answer({"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
+
+
+class Worker:
+    """A worker process hosting some contenders, driven over pipes."""
+
+    def __init__(self, group, contenders, device, threads, dims, env=None, sys_path=None):
+        self.group, self.contenders = group, list(contenders)
+        spec = {"contenders": self.contenders, "device": device, "threads": threads, "dims": dims,
+                "sys_path": sys_path}
+        full_env = dict(os.environ)
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            full_env[var] = str(threads)
+        full_env.update(env or {})
+        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=full_env,
+                                     cwd=HERE)
+
+    def call(self, **req):
+        self.proc.stdin.write(json.dumps(req) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"worker {self.group} exited (status {self.proc.wait()}); see its stderr above")
+        ans = json.loads(line)
+        if "error" in ans:
+            raise RuntimeError(f"worker {self.group}: {ans['error']}\n{ans.get('traceback', '')}")
+        return ans["ok"]
+
+    def close(self):
+        if self.proc.poll() is None:
+            try:
+                self.call(cmd="quit")
+            except (RuntimeError, BrokenPipeError, OSError):
+                pass
+            self.proc.wait(timeout=30)
+
+
+# ---- the parent: rounds, statistics, ratios, targets -----------------------------------------------------------
+
+def quantile(xs, q):
+    xs = sorted(xs)
+    i = q * (len(xs) - 1)
+    lo = int(i)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (i - lo)
+
+
+def background_load(seconds=0.5):
+    """The fraction of all CPUs that were busy over ``seconds`` while this benchmark was idle (its workers wait
+    on their pipes): other people's work, which would slow any contender. None where /proc/stat is missing."""
+    def busy_total():
+        with open("/proc/stat") as f:
+            v = [int(t) for t in f.readline().split()[1:]]
+        idle = v[3] + (v[4] if len(v) > 4 else 0)
+        return sum(v) - idle, sum(v)
+    try:
+        b0, t0 = busy_total()
+        time.sleep(seconds)
+        b1, t1 = busy_total()
+    except (OSError, ValueError):
+        return None
+    return (b1 - b0) / max(t1 - t0, 1)
+
+
+def wait_for_quiet(limit, max_wait):
+    """Wait (at most ``max_wait`` s) until other processes use less than ``limit`` of the CPUs; returns the last
+    measured background load."""
+    t0 = time.perf_counter()
+    load = background_load()
+    while load is not None and load > limit and time.perf_counter() - t0 < max_wait:
+        time.sleep(2.0)
+        load = background_load()
+    return load
+
+
+def measure(workers, batch, hidden, args, device):
+    """Set up every worker for (batch, hidden), then alternate the contenders for ``args.rounds`` rounds."""
+    found, unsupported = {}, {}
+    for w in workers:
+        for name, r in w.call(cmd="setup", batch=batch, hidden=hidden, warmup_s=args.warmup).items():
+            if "estimate_s" in r:
+                found[name] = (w, r)
+            else:
+                unsupported[name] = r["info"].get("unsupported", "not built")
+    # enough single-step repetitions per turn that a turn lasts about --turn seconds
+    reps = {name: max(1, min(200, round(args.turn / max(r["estimate_s"], 1e-6)))) for name, (w, r) in found.items()}
+    background = wait_for_quiet(args.quiet, args.max_wait) if args.quiet < 1.0 else None
+    times = {name: [] for name in found}
+    groups = [w for w in workers if any(found.get(n, (None,))[0] is w for n in found)]
+    last = None
+    for k in range(args.rounds):
+        order = groups[k % len(groups):] + groups[:k % len(groups)]
+        for w in order:
+            names = [n for n in w.contenders if n in found]
+            names = names[k % len(names):] + names[:k % len(names)]
+            if last is not None and last is not w:
+                time.sleep(args.settle)                 # let the previous process's pool go to sleep
+            for n in names:
+                times[n] += w.call(cmd="run", name=n, reps=reps[n])
+            last = w
+    rows = []
+    for name, ts in times.items():
+        ms = [t * 1e3 for t in ts]
+        rows.append({"device": device, "batch": batch, "hidden": hidden, "contender": name,
+                     "median_ms": statistics.median(ms), "p25_ms": quantile(ms, 0.25), "p75_ms": quantile(ms, 0.75),
+                     "min_ms": min(ms), "n": len(ms), "reps_per_turn": reps[name], "info": found[name][1]["info"],
+                     "background_load": background,
+                     "times_ms": [round(t, 4) for t in ms]})
+    return rows, unsupported
+
+
+def ratios_for(rows):
+    med = {r["contender"]: r["median_ms"] for r in rows}
+    out = {}
+    for a, b in RATIOS:
+        if a in med and b in med:
+            out[f"{a} / {b}"] = med[a] / med[b]
+    return out
+
+
+def check_targets(ratio_rows, batches):
+    out = []
+    for device, name, limit, applies in TARGETS:
+        for r in ratio_rows:
+            if r["device"] == device and r["hidden"] == r["reference_hidden"] and r["batch"] in batches \
+                    and applies(r["batch"]) and name in r["ratios"]:
+                v = r["ratios"][name]
+                out.append({"device": device, "batch": r["batch"], "ratio": name, "value": v, "limit": limit,
+                            "met": v <= limit})
+    return out
+
+
+def linearity(rows, contender, device, hidden, above=512):
+    """Step time against batch above ``above``: time per example at each batch relative to the smallest one
+    (1.0 = exactly linear, < 1: the fixed costs still amortise, > 1: worse than linear)."""
+    pts = sorted((r["batch"], r["median_ms"]) for r in rows
+                 if r["contender"] == contender and r["device"] == device and r["hidden"] == hidden
+                 and r["batch"] >= above)
+    if len(pts) < 2:
+        return None
+    n0, t0 = pts[0]
+    return {"batches": [n for n, _ in pts], "per_example_vs_first": [(t / n) / (t0 / n0) for n, t in pts]}
+
+
+def memory_linearity(mem):
+    """Fit peak = a + b N for each width and peak = a + b H for each batch; the largest relative deviation of
+    a measured point from its fit says how far from linear the peak memory is."""
+    import numpy as np
+    worst = 0.0
+    for key, other in (("hidden", "batch"), ("batch", "hidden")):
+        for v in sorted({m[key] for m in mem}):
+            pts = sorted((m[other], m["peak_bytes"]) for m in mem if m[key] == v)
+            if len(pts) < 3:
+                continue
+            x, y = np.array(pts, dtype=float).T
+            A = np.stack([np.ones_like(x), x], axis=1)
+            coef, *_ = np.linalg.lstsq(A, y, rcond=None)
+            worst = max(worst, float(np.max(np.abs(A @ coef - y) / y)))
+    return worst
+
+
+def fmt_row(r):
+    return (f"  {r['contender']:18s} {r['median_ms']:9.3f} ms  [{r['p25_ms']:.3f} .. {r['p75_ms']:.3f}]"
+            f"  min {r['min_ms']:.3f}  (n={r['n']})")
+
+
+def load_average():
+    try:
+        return list(os.getloadavg())
+    except OSError:
+        return None
+
+
+def git_state():
+    try:
+        root = os.path.dirname(HERE)
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "minivae"], cwd=root,
+                                    capture_output=True, text=True).stdout.strip())
+        return f"{head}{' + uncommitted changes in minivae/' if dirty else ''}"
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="smoke run: tiny model and sizes, one short round each")
+    p.add_argument("--batches", type=lambda s: [int(v) for v in s.split(",")], default=None,
+                   help="batch sizes of the main sweep (default 64,128,512,2048; on a GPU also 8192,32768)")
+    p.add_argument("--widths", type=lambda s: [int(v) for v in s.split(",")], default=None,
+                   help="hidden widths of the width sweep (default 100,200,400,800,1600)")
+    p.add_argument("--width-batch", type=int, default=None, help="batch size of the width sweep (default 128)")
+    p.add_argument("--rounds", type=int, default=None, help="rounds alternating the contenders (default 7)")
+    p.add_argument("--turn", type=float, default=None, help="seconds of steps per contender per round (default 0.08)")
+    p.add_argument("--warmup", type=float, default=None, help="seconds of warm-up per contender (default 0.3)")
+    p.add_argument("--settle", type=float, default=None,
+                   help="seconds to wait when switching worker processes (default 0.3)")
+    p.add_argument("--quiet", type=float, default=None,
+                   help="before each configuration, wait until other processes use less than this fraction of the "
+                        "CPUs (default 0.15; 1 turns the wait off)")
+    p.add_argument("--max-wait", type=float, default=120.0, help="longest wait for quiet, seconds (default 120)")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="threads per runtime (default: all cores)")
+    p.add_argument("--device", choices=("cpu", "gpu", "all"), default="all",
+                   help="cpu, gpu, or all (the GPU only where CuPy and a CUDA GPU are usable)")
+    p.add_argument("--no-torch", action="store_true", help="leave PyTorch out even where it is installed")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory grid")
+    p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--baseline", metavar="SRC",
+                   help="also time the minivae package found in SRC (e.g. an export of an older commit)")
+    p.add_argument("--out", default=os.path.join(HERE, "results"), help="folder for the JSON and the plots")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    quick = a.quick
+    defaults = dict(quiet=1.0 if quick else 0.15, rounds=2 if quick else 7, turn=0.005 if quick else 0.08, warmup=0.0 if quick else 0.3,
+                    settle=0.0 if quick else 0.3, width_batch=16 if quick else 128,
+                    widths=[16, 32] if quick else [100, 200, 400, 800, 1600])
+    for k, v in defaults.items():
+        if getattr(a, k) is None:
+            setattr(a, k, v)
+    a.dims = dict(x_dim=64, z_dim=4, hidden=32) if quick else dict(workloads.REFERENCE)
+    return a
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.worker:
+        return worker_main(json.loads(args.worker))
+    devices = ["cpu"]
+    if args.device in ("gpu", "all") and workloads.gpu_available():
+        devices.append("gpu")
+    if args.device == "gpu":
+        if "gpu" not in devices:
+            sys.exit("bench_step: --device gpu, but CuPy or a CUDA GPU is not usable here")
+        devices = ["gpu"]
+    use_torch = workloads.torch_available() and not args.no_torch
+    dims = {"x_dim": args.dims["x_dim"], "z_dim": args.dims["z_dim"]}
+    ref_h = args.dims["hidden"]
+    os.makedirs(args.out, exist_ok=True)
+
+    results = {"meta": {"date": datetime.date.today().isoformat(), "load_average_before": load_average(),
+                        "git": git_state(), "threads": args.threads, "rounds": args.rounds, "turn_s": args.turn,
+                        "warmup_s": args.warmup, "settle_s": args.settle, "quick": args.quick,
+                        "isolation": "one worker process per runtime; settle pause when switching processes",
+                        "env": {k: os.environ.get(k) for k in ("OPENBLAS_THREAD_TIMEOUT", "OMP_WAIT_POLICY",
+                                                                "GOMP_SPINCOUNT", "MINIVAE_KERNELS")},
+                        "model": {**dims, "hidden": ref_h, "activation": "relu", "likelihood": "bernoulli",
+                                  "dtype": "float32", "optimizer": "adam lr 1e-3"},
+                        "workers": {}},
+               "timings": [], "ratios": [], "unsupported": {}, "memory": [], "targets": []}
+    print(f"bench_step: model {dims['x_dim']}-{ref_h}-({dims['z_dim']})-{ref_h}-{dims['x_dim']} relu bernoulli "
+          f"float32; {args.threads} threads per runtime; {args.rounds} rounds; devices {', '.join(devices)}; "
+          f"torch {'yes' if use_torch else 'no'}")
+    for device in devices:
+        groups = [("numpy" if device == "cpu" else "cupy",
+                   ["minivae", "minivae-fwdbwd", "minivae-plain", "gemm"], None)]
+        if args.baseline:
+            groups.append(("baseline", ["minivae@baseline"], os.path.abspath(args.baseline)))
+        if use_torch:
+            groups.append(("torch" if device == "cpu" else "torch-cuda",
+                           ["torch-adam", "torch-fused", "torch-fwdbwd", "gemm-torch"], None))
+        workers = [Worker(g, cs, device, args.threads, dims, sys_path=sp) for g, cs, sp in groups]
+        try:
+            for w in workers:
+                info = w.call(cmd="info")
+                results["meta"]["workers"][f"{device}:{w.group}"] = info
+                pools = ", ".join(f"{p['internal_api']} {p['version']} x{p['num_threads']}"
+                                  for p in (info.get("threadpools") or []))
+                extra = f", torch {info['torch']} x{info['torch_threads']}" if "torch" in info else ""
+                print(f"  worker {device}:{w.group}: numpy {info['numpy']}{extra}; pools: {pools or 'n/a'}")
+            batches = args.batches or ([8, 16] if args.quick else
+                                       [64, 128, 512, 2048] + ([8192, 32768] if device == "gpu" else []))
+            configs = [(n, ref_h) for n in batches] + [(args.width_batch, h) for h in args.widths
+                                                       if (args.width_batch, h) not in [(n, ref_h) for n in batches]]
+            for n, h in configs:
+                rows, unsupported = measure(workers, n, h, args, device)
+                results["timings"] += rows
+                results["unsupported"].update({f"{device}:{k}": v for k, v in unsupported.items()})
+                rat = ratios_for(rows)
+                results["ratios"].append({"device": device, "batch": n, "hidden": h, "reference_hidden": ref_h,
+                                          "ratios": rat})
+                bg = rows[0]["background_load"] if rows else None
+                print(f"\n[{device}] batch {n}, hidden {h}: median [quartiles] per step"
+                      + (f"   (other processes: {100 * bg:.0f}% of the CPUs)" if bg is not None else ""))
+                for r in sorted(rows, key=lambda r: r["median_ms"]):
+                    print(fmt_row(r))
+                for k, v in unsupported.items():
+                    print(f"  {k:18s} not run: {v}")
+                print("  ratios: " + ", ".join(f"{k} = {v:.2f}" for k, v in rat.items()))
+            if not args.no_memory:
+                mv = next(w for w in workers if "minivae" in w.contenders)
+                mem_batches = batches[:4]
+                widths = sorted(set(args.widths) | {ref_h})
+                for n in mem_batches:
+                    for h in widths:
+                        mv.call(cmd="setup", batch=n, hidden=h, warmup_s=0.0, only=["minivae"])
+                        results["memory"].append({"device": device, "batch": n, "hidden": h, "contender": "minivae",
+                                                  **mv.call(cmd="memory", name="minivae")})
+                tp = next((w for w in workers if w.group == "torch-cuda"), None)
+                if tp is not None:
+                    for n in mem_batches:
+                        tp.call(cmd="setup", batch=n, hidden=ref_h, warmup_s=0.0, only=["torch-adam"])
+                        results["memory"].append({"device": device, "batch": n, "hidden": ref_h,
+                                                  "contender": "torch-adam",
+                                                  **tp.call(cmd="memory", name="torch-adam")})
+        finally:
+            for w in workers:
+                w.close()
+
+    results["meta"]["load_average_after"] = load_average()
+    all_batches = set(args.batches or ([8, 16] if args.quick else [64, 128, 512, 2048, 8192, 32768]))
+    if not args.quick:
+        results["targets"] = check_targets(results["ratios"], all_batches)
+    for device in devices:
+        lin = linearity(results["timings"], "minivae", device, ref_h)
+        if lin:
+            results.setdefault("linearity", {})[device] = lin
+    mem = [m for m in results["memory"] if m["contender"] == "minivae" and m["device"] == "cpu"]
+    if mem:
+        results["memory_max_deviation_from_linear"] = memory_linearity(mem)
+    summary(results)
+    path = os.path.join(args.out, "bench_step.json")
+    with open(path, "w") as f:
+        json.dump(results, f, indent=1)
+    print(f"\nwrote {path}")
+    if not args.no_plot:
+        import plot
+        for p in plot.plot_all(results, args.out):
+            print(f"wrote {p}")
+    return 0
+
+
+def summary(results):
+    if results["targets"]:
+        print("\ntargets:")
+        for t in results["targets"]:
+            print(f"  [{t['device']}] batch {t['batch']:6d}  {t['ratio']:24s} {t['value']:6.2f}  "
+                  f"(<= {t['limit']:.2f})  {'met' if t['met'] else 'NOT met'}")
+    for device, lin in results.get("linearity", {}).items():
+        print(f"  [{device}] step time per example relative to batch {lin['batches'][0]}: "
+              + ", ".join(f"{n}: {v:.2f}" for n, v in zip(lin["batches"], lin["per_example_vs_first"])))
+    if "memory_max_deviation_from_linear" in results:
+        print(f"  peak memory: largest deviation from a linear fit in batch (each width) and in width (each "
+              f"batch): {100 * results['memory_max_deviation_from_linear']:.1f}%")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Priors p(z) over the latent code, and the log-density of q(z|x) at a reparameterised sample.
+
+- ``normal``: the standard VAE's p(z) = N(0, I) (Kingma & Welling 2013, Sec. 3).
+- ``mog``: a learned mixture of C Gaussians with diagonal covariances,
+  p(z) = sum_c pi_c N(z; mu_c, diag exp(logvar_c)),  pi = softmax(logits),
+  whose parameters are trained with the model (as the mixture-of-Gaussians prior that Tomczak & Welling 2018,
+  "VAE with a VampPrior", compare against; the responsibilities are Bishop's PRML, Sec. 9.2).
+
+With a prior that is not N(0, I) the KL(q(z|x) || p(z)) has no closed form; the model estimates it with the
+sampled z as log q(z|x) - log p(z) (Kingma & Welling 2013, Eq. 6), which needs the two log-densities below.
+Randomness never enters an op: ``mog_sample`` takes its uniform and normal noise as arguments.
+Derivation: derivations/prior.md. Tests: tests/test_prior.py.
+"""
+import math
+
+import numpy as np
+
+from .backend import array_namespace
+from .logsumexp import logsumexp
+from .reparam import LOGVAR_MAX
+
+LOG_2PI = math.log(2.0 * math.pi)
+PRIORS = ("normal", "mog")
+
+
+def std_normal_log_prob_forward(z):
+    """log N(z; 0, I) = -1/2 sum_j (z_j^2 + log 2 pi).   z: (N, Z) -> log_p: (N,).
+
+    cache = z.  derivations/prior.md#standard-normal
+    """
+    xp = array_namespace(z)
+    log_p = -0.5 * xp.sum(z * z + LOG_2PI, axis=1)                   # (N,)
+    return log_p, z
+
+
+def std_normal_log_prob_backward(dlogp, cache):
+    """dz = -dlogp z.   dlogp: (N,) -> dz: (N, Z).   derivations/prior.md#standard-normal"""
+    z = cache
+    return -dlogp[:, None] * z
+
+
+def reparam_log_q_forward(eps, logvar):
+    """log q(z|x) at z = mu + sigma eps:  -1/2 sum_j (eps_j^2 + min(logvar_j, LOGVAR_MAX) + log 2 pi).
+    eps, logvar: (N, Z) -> log_q: (N,).
+
+    Written in eps, the density no longer depends on mu, and its total derivative in logvar (directly and through
+    z) is -1/2. The log-variance is clamped as the sampler clamps it (minivae/reparam.py), so both describe the
+    same q. cache = clamped = logvar > LOGVAR_MAX (N, Z).  derivations/prior.md#log-q-at-a-sample
+    """
+    xp = array_namespace(eps, logvar)
+    clamped = logvar > LOGVAR_MAX                                    # (N, Z) bool
+    log_q = -0.5 * xp.sum(eps * eps + xp.minimum(logvar, LOGVAR_MAX) + LOG_2PI, axis=1)   # (N,)
+    return log_q, clamped
+
+
+def reparam_log_q_backward(dlogq, cache):
+    """dlogvar = -dlogq / 2 (the total derivative; dmu = 0; 0 where the clamp is active).
+    dlogq: (N,) -> dlogvar: (N, Z).  derivations/prior.md#log-q-at-a-sample"""
+    clamped = cache
+    xp = array_namespace(dlogq, clamped)
+    return xp.where(clamped, 0.0, -0.5 * dlogq[:, None])
+
+
+def mog_log_prob_forward(z, logits, mu, logvar):
+    """log p(z) for the mixture sum_c pi_c N(mu_c, diag exp(logvar_c)), pi = softmax(logits).
+    z: (N, Z), logits: (C,), mu, logvar: (C, Z) -> log_p: (N,).
+
+        a_nc  = log pi_c - 1/2 sum_j [(z_nj - mu_cj)^2 exp(-logvar_cj) + logvar_cj + log 2 pi]
+        log_p = logsumexp_c a_nc       (stable: shifted by the row maximum)
+
+    cache = (diff, g, r, pi): diff = z - mu_c (N, C, Z), g = diff / sigma_c^2 (N, C, Z), the responsibilities
+    r_nc = exp(a_nc - log_p_n) (N, C) and pi (C,).  derivations/prior.md#mixture-forward
+    """
+    xp = array_namespace(z, logits, mu, logvar)
+    log_pi = logits - logsumexp(logits, axis=0)                      # (C,)  log softmax
+    ivar = xp.exp(-logvar)                                           # (C, Z)  1 / sigma_c^2
+    diff = z[:, None, :] - mu[None, :, :]                            # (N, C, Z)
+    g = diff * ivar[None, :, :]                                      # (N, C, Z)
+    log_n = -0.5 * xp.sum(diff * g + logvar[None, :, :] + LOG_2PI, axis=2)   # (N, C)  log N(z_n; mu_c, .)
+    a = log_pi[None, :] + log_n                                      # (N, C)
+    log_p = logsumexp(a, axis=1)                                     # (N,)
+    r = xp.exp(a - log_p[:, None])                                   # (N, C)  responsibilities, rows sum to 1
+    return log_p, (diff, g, r, xp.exp(log_pi))
+
+
+def mog_log_prob_backward(dlogp, cache):
+    """With da_nc = dlogp_n r_nc:
+    dz_n = -sum_c da_nc (z_n - mu_c) / sigma_c^2,   dmu_c = sum_n da_nc (z_n - mu_c) / sigma_c^2,
+    dlogvar_c = 1/2 sum_n da_nc ((z_n - mu_c)^2 / sigma_c^2 - 1),   dlogits_c = sum_n da_nc - pi_c sum_n dlogp_n.
+    dlogp: (N,) -> (dz (N, Z), dlogits (C,), dmu (C, Z), dlogvar (C, Z)).  derivations/prior.md#mixture-backward
+    """
+    diff, g, r, pi = cache
+    xp = array_namespace(dlogp)
+    da = dlogp[:, None] * r                                          # (N, C)
+    dag = da[:, :, None] * g                                         # (N, C, Z)
+    dz = -xp.sum(dag, axis=1)                                        # (N, Z)
+    dmu = xp.sum(dag, axis=0)                                        # (C, Z)
+    dlogvar = 0.5 * xp.sum(dag * diff - da[:, :, None], axis=0)      # (C, Z)
+    dlogits = xp.sum(da, axis=0) - pi * xp.sum(dlogp)                # (C,)
+    return dz, dlogits, dmu, dlogvar
+
+
+def mog_sample(logits, mu, logvar, u, eps):
+    """z ~ sum_c pi_c N(mu_c, diag exp(logvar_c)) from given noise (no randomness inside).
+    logits: (C,), mu, logvar: (C, Z), u: (N, C) uniform on [0, 1), eps: (N, Z) standard normal -> z: (N, Z).
+
+    The component is picked by the Gumbel-max trick, c_n = argmax_c (logits_c - log(-log u_nc)), which picks c
+    with probability pi_c = softmax(logits)_c; then z_n = mu_c + exp(logvar_c / 2) eps_n.
+    derivations/prior.md#sampling-the-mixture
+    """
+    xp = array_namespace(logits, mu, logvar, u, eps)
+    with np.errstate(divide="ignore"):                               # u = 0: a Gumbel of -inf, never picked
+        gumbel = -xp.log(-xp.log(u))                                 # (N, C)
+    c = xp.argmax(logits[None, :] + gumbel, axis=1)                  # (N,)
+    return xp.take(mu, c, axis=0) + xp.take(xp.exp(0.5 * logvar), c, axis=0) * eps   # (N, Z)
+
+
+def init_mog_params(rng, components, z_dim):
+    """Host float64 initial values: logits 0 (equal weights), means drawn from N(0, I), log-variances 0, so the
+    prior starts as C unit Gaussians spread like draws of the standard normal.  derivations/prior.md#parameters"""
+    return {"prior.logits": np.zeros(components), "prior.mu": rng.host_normal((components, z_dim)),
+            "prior.logvar": np.zeros((components, z_dim))}

@@ -1,0 +1,80 @@
+"""Tests for minivae/kernels.py: every fast kernel equals the plain function it stands in for (NumPy here, CuPy
+in the GPU-marked cases), the dispatch picks a kernel only where one exists, and switching kernels off gives the
+plain path."""
+import numpy as np
+import pytest
+
+from minivae import kernels
+from minivae.backend import get_device, to_host
+from minivae.optim import Adam, adam_update
+
+SHAPES = [(), (7,), (5, 3), (64, 33)]
+TOL = {"float64": 1e-13, "float32": 2e-6}
+
+
+def _adam_args(device, shape, dtype, seed):
+    r = np.random.default_rng(seed)
+    p, g, m = (device.asarray(r.standard_normal(shape), dtype=dtype) for _ in range(3))
+    v = device.asarray(r.uniform(0.0, 2.0, size=shape), dtype=dtype)        # a second moment is >= 0
+    return p, g, m, v
+
+
+def _copy(device, a, dtype):
+    return device.asarray(to_host(a), dtype=dtype)
+
+
+@pytest.mark.parametrize("device_name", ["cpu", pytest.param("gpu", marks=pytest.mark.gpu)])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_adam_kernel_equals_plain_update(device_name, dtype, shape):
+    if device_name == "gpu":
+        pytest.importorskip("cupy")
+        try:
+            device = get_device("gpu")
+        except Exception as e:  # noqa: BLE001
+            pytest.skip(f"no CuPy/CUDA GPU: {e}")
+    else:
+        device = get_device(device_name)
+    kernel = kernels.lookup("adam_update", device.asarray(np.zeros(1)))
+    assert kernel is not None
+    p, g, m, v = _adam_args(device, shape, dtype, seed=len(shape))
+    fast = [_copy(device, a, dtype) for a in (p, m, v)]
+    plain = [_copy(device, a, dtype) for a in (p, m, v)]
+    scratch = device.xp.empty_like(p)
+    for t in range(1, 6):                       # several steps: the moments carry over
+        step_size, sqrt_bc2 = 1e-2 / (1 - 0.9 ** t), (1 - 0.999 ** t) ** 0.5
+        kernel(fast[0], g, fast[1], fast[2], 0.9, 0.999, step_size, sqrt_bc2, 1e-8, scratch)
+        adam_update(plain[0], g, plain[1], plain[2], 0.9, 0.999, step_size, sqrt_bc2, 1e-8)
+        g = g * 0.5 + 0.1
+    for a, b, name in zip(fast, plain, ("p", "m", "v")):
+        assert a.dtype == b.dtype and tuple(a.shape) == shape, name
+        np.testing.assert_allclose(to_host(a), to_host(b), rtol=TOL[dtype], atol=TOL[dtype], err_msg=name)
+
+
+def test_lookup_finds_a_kernel_only_where_one_exists(monkeypatch):
+    assert kernels.lookup("adam_update", np.zeros(2)) is not None
+    assert kernels.lookup("adam_update", get_device("strict").asarray(np.zeros(2))) is None
+    assert kernels.lookup("no_such_kernel", np.zeros(2)) is None
+    monkeypatch.setattr(kernels, "ENABLED", False)
+    assert kernels.lookup("adam_update", np.zeros(2)) is None
+
+
+def test_adam_with_and_without_kernels_agree(monkeypatch, rng):
+    """The optimizer as a whole: kernels on and off give the same parameters after several steps, and the
+    kernel path allocates its scratch arrays once."""
+    theta0 = {"W": rng.standard_normal((6, 4)), "b": rng.standard_normal(4), "s": np.array(0.3)}
+    grads = [{k: rng.standard_normal(v.shape) for k, v in theta0.items()} for _ in range(8)]
+    results = {}
+    for enabled in (True, False):
+        monkeypatch.setattr(kernels, "ENABLED", enabled)
+        params = {k: v.copy() for k, v in theta0.items()}
+        opt = Adam(params, lr=0.05)
+        opt.step(grads[0])
+        work = dict(opt._work)
+        for g in grads[1:]:
+            opt.step(g)
+        assert set(work) == (set(theta0) if enabled else set())       # scratch only where a kernel ran
+        assert all(opt._work[k] is work[k] for k in work)              # made once, reused
+        results[enabled] = params
+    for k in theta0:
+        np.testing.assert_allclose(results[True][k], results[False][k], rtol=1e-13, atol=1e-15)
