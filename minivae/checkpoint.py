@@ -19,6 +19,7 @@ power loss) cannot clean up after itself: its temporary file, named ``.tmp-<pid>
 write into that folder once no process with that pid is alive (POSIX).
 Tests: tests/test_checkpoint.py, tests/test_faults.py.
 """
+import errno
 import json
 import os
 import re
@@ -75,6 +76,8 @@ def atomic_write(path, write):
     """Call ``write(fileobj)`` on a temporary file beside ``path``, then move it into place. On any exception the
     temporary file is removed and ``path`` is as it was; stale temporary files of killed writers are removed
     first (``remove_stale_temporaries``)."""
+    if os.path.isdir(path):                       # else os.replace's error would name the temporary file
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), os.fspath(path))
     folder = os.path.dirname(os.path.abspath(path))
     remove_stale_temporaries(folder)
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{os.getpid()}-", suffix=os.path.basename(path), dir=folder)
@@ -130,6 +133,8 @@ def load_checkpoint(path):
     try:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
+    except PermissionError as e:
+        raise CheckpointError(f"checkpoint {path!r} cannot be read: {e.strerror}") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
         raise CheckpointError(f"checkpoint {path!r} cannot be read (truncated or corrupted?): {e}") from None
     if "format" not in data or "model" not in data:
@@ -173,7 +178,11 @@ def restore_params(model, params, path="checkpoint"):
 def load_model(path, device="cpu", dtype=None):
     """The VAE saved in checkpoint ``path``, on ``device``, in ``dtype`` (default: the dtype it was trained in;
     evaluation may ask for float64). Returns (model, checkpoint dict)."""
+    from .backend import get_device
     from .model import VAE
+    device = get_device(device)                   # the caller's arguments: their errors name them, not the file
+    if dtype is not None and dtype not in ("float32", "float64"):
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     ckpt = load_checkpoint(path)
     config = dict(ckpt["model"])
     if dtype is not None:

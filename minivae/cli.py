@@ -170,6 +170,9 @@ def _evaluate(args):
     from .checkpoint import atomic_write, load_model
     from .data import check_data, load_dataset
     from .evaluate import evaluate
+    import os
+    if args.json and (os.path.isdir(args.json) or not os.path.isdir(os.path.dirname(os.path.abspath(args.json)))):
+        raise ValueError(f"--json {args.json!r} must be a file in an existing folder")   # before the long evaluation
     model, ckpt = load_model(args.checkpoint, device=args.device, dtype=args.dtype)
     train_config = ckpt["train"]
     dataset = train_config.get("dataset", "digits")

@@ -11,7 +11,7 @@ logvar -> -inf, sigma underflows to 0 and nothing overflows. derivations/reparam
 """
 from .backend import array_namespace
 
-LOGVAR_MAX = 40.0   # sigma^2 <= e^40 ~ 2.4e17: finite in float32 even squared (derivations/reparameterization.md#the-clamp)
+LOGVAR_MAX = 40.0   # sigma^2 <= e^40 ~ 2.4e17: finite in float32, even squared (reparameterization.md#the-clamp)
 
 
 def reparameterize_forward(mu, logvar, eps):

@@ -23,8 +23,6 @@ import numpy as np
 
 import minivae
 
-F32_MAX = float(np.finfo(np.float32).max)
-
 
 class Arg(NamedTuple):
     dims: str                    # named dimensions, "ND" -> (N, D); "" -> a 0-d array

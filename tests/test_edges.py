@@ -3,8 +3,8 @@ Gaussian NLL at extreme log-variances (and the clamp), log-sum-exp at +-inf and 
 and the model.
 
 References are computed independently of the code: the Bernoulli NLL and its gradient in Python's ``decimal``
-at 400 significant digits (enough to hold 1e308 exactly and still keep the exp(-120) = 8e-53 beside 120), the Gaussian and the KL from their
-formulas in float64 with Python's ``math``, log-sum-exp by SciPy.
+at 400 significant digits (enough to hold 1e308 exactly and still keep exp(-120) = 8e-53 beside 120), the
+Gaussian and the KL from their formulas in float64 with Python's ``math``, log-sum-exp by SciPy.
 
 Tolerances: relative 1e-12 (float64) or 1e-6 (float32), plus an absolute floor of the dtype's smallest normal
 number, below which a result cannot carry relative accuracy (exp(-120) = 8e-53 is 0 in float32).

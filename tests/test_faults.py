@@ -138,7 +138,7 @@ def test_an_infinite_weight_hidden_by_tanh_is_found_by_the_parameter_check(good_
 @pytest.mark.parametrize("optimizer, expected", [
     ("adam", r"epoch 1: the training diverged at step 2/15 \(global step 2\): its KL reached .* nats"),
     ("sgd", r"epoch 1: the training loss is (inf|nan) at step \d+/15 .*its batch was finite; parameters holding"),
-])
+], ids=["adam", "sgd"])
 def test_a_learning_rate_of_1e6_stops_naming_the_step_and_cause(good_run, optimizer, expected):
     """Adam moves every weight by ~lr per step: the encoder's log-variance runs past the clamp and the KL
     reaches 1e17 nats (finite, thanks to the clamp, and reported as divergence). SGD's updates overflow to inf."""
@@ -370,3 +370,21 @@ def test_a_read_only_out_folder_is_refused_before_training(tmp_path, monkeypatch
             train(out=str(ro), epochs=1, **QUICK)
     finally:
         ro.chmod(0o755)
+
+
+def test_the_fault_report_runs_on_a_non_numpy_device(tmp_path, monkeypatch):
+    """The checks and the report use only array-API calls: on array-api-strict's device, as on a GPU, an
+    infinite output bias is reported with its step and name."""
+    real = optim_module.Adam.step
+
+    def step(self, grads):
+        real(self, grads)
+        if self.t == 3:
+            p = self.params["dec.out.b"]
+            p[0] = p.__array_namespace__().asarray(np.inf, device=p.device, dtype=p.dtype)
+
+    monkeypatch.setattr(optim_module.Adam, "step", step)
+    with np.errstate(all="ignore"), pytest.raises(TrainingError, match=r"epoch 1: the training loss is inf at step "
+                                                  r"4/8 .*'dec\.out\.b' \(1 inf\)"):
+        train(out=str(tmp_path / "run"), device="strict", epochs=1, hidden=(8,), z_dim=2, batch_size=200,
+              log=lambda s: None)

@@ -60,7 +60,7 @@ def test_reparameterised_samples_are_normal_column_by_column(dtype):
 
 
 def monte_carlo_kl(mu, logvar, n, seed):
-    """E_q[log q(z) - log p(z)] per row by Monte Carlo with scipy.stats densities, z from minivae's sampler;
+    """E_q[log q(z) - log p(z)] per row by Monte Carlo with the normal densities, z from minivae's sampler;
     returns the estimates and their standard errors. q's variance is exp(min(logvar, LOGVAR_MAX))."""
     rng = np.random.default_rng(seed)
     est, se = [], []
@@ -68,7 +68,8 @@ def monte_carlo_kl(mu, logvar, n, seed):
         eps = rng.standard_normal((n, mu.shape[1]))
         z, _ = reparameterize_forward(np.broadcast_to(mu[i], eps.shape), np.broadcast_to(logvar[i], eps.shape), eps)
         sigma = np.exp(np.minimum(logvar[i], LOGVAR_MAX) / 2)
-        log_ratio = (scipy.stats.norm.logpdf(z, mu[i], sigma) - scipy.stats.norm.logpdf(z)).sum(axis=1)
+        # log N(z; mu, sigma^2) - log N(z; 0, 1), from the densities' definitions (the 1/2 log 2 pi cancels)
+        log_ratio = (-0.5 * ((z - mu[i]) / sigma) ** 2 - np.log(sigma) + 0.5 * z * z).sum(axis=1)
         est.append(log_ratio.mean())
         se.append(log_ratio.std() / math.sqrt(n))
     return np.array(est), np.array(se)
