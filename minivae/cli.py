@@ -137,7 +137,8 @@ def build_parser():
 
 TRAIN_FIELDS = ("dataset", "epochs", "batch_size", "lr", "optimizer", "z_dim", "hidden", "activation",
                 "likelihood", "gaussian_variance", "sigma", "sigma_min", "levels", "beta", "kl_warmup_epochs",
-                "kl_warmup_start", "iw_samples", "prior", "prior_components", "seed", "device", "dtype", "out", "data_dir", "binarize", "checkpoint_every")
+                "kl_warmup_start", "iw_samples", "prior", "prior_components", "seed", "device", "dtype", "out",
+                "data_dir", "binarize", "checkpoint_every")
 
 
 def _train(args):

@@ -81,7 +81,8 @@ def log_weights(model, x, eps):
 def iw_bound(model, x, k=1000, seed=0, batch_size=100, max_rows=65536):
     """L_k = mean_n log (1/k) sum_i w_i(x_n), a lower bound on log p(x_n) for every k (Burda et al. 2015).
 
-    The k samples of each example are drawn in chunks of at most ``max_rows`` decoder rows, so memory stays
+    The k samples of each example are drawn in chunks of at most ``max_rows`` decoder rows (divided by the
+    number of levels for the categorical likelihood, whose rows are that many times wider), so memory stays
     bounded for any k. Returns {"iw_bound": mean L_k, "k": k, "per_example": (N,) host array}.
     derivations/evaluation.md#importance-weighted-bound
     """
@@ -92,7 +93,8 @@ def iw_bound(model, x, k=1000, seed=0, batch_size=100, max_rows=65536):
     per_example = []
     for start, stop in _batches(x.shape[0], batch_size):
         xb = x[start:stop, ...]
-        chunk = max(1, max_rows // xb.shape[0])
+        width = model.levels if model.likelihood == "categorical" else 1     # decoder values per row and pixel
+        chunk = max(1, max_rows // (xb.shape[0] * width))
         lw = []
         for k0, k1 in _batches(k, chunk):
             eps = rng.normal((k1 - k0, xb.shape[0], model.z_dim), model.device, model.dtype_name)
@@ -108,7 +110,8 @@ def _grid_log_likelihood(model, x, z):
     Bernoulli: x a^T - sum_d softplus(a);
     Gaussian (any variance, broadcast to (G, D) as v = exp(logvar)): the expanded square
     -1/2 [sum_d (log 2 pi + logvar_gd) + (x * x) (1/v)^T - 2 x (m / v)^T + sum_d m_gd^2 / v_gd];
-    categorical: t log softmax(a)^T with t the one-hot levels of x and both flattened to (., D L).
+    categorical: t log softmax(a)^T with t the one-hot levels of x and both flattened to (., D L); t is built for
+    a block of examples at a time (at most 4M entries), so memory does not grow with N D L.
     derivations/evaluation.md#exact-log-likelihood
     """
     xp = model.device.xp
@@ -122,8 +125,12 @@ def _grid_log_likelihood(model, x, z):
         levels = model.levels
         logp = xp.reshape(log_softmax(out["logits"]), (z.shape[0], d * levels))            # (G, D L)
         grid = model.device.asarray(np.arange(levels), dtype=model.dtype_name)             # (L,)
-        onehot = xp.reshape(level_onehot(x, grid), (n, d * levels))                         # (N, D L)
-        return onehot @ logp.T
+        rows = max(1, (1 << 22) // (d * levels))       # one-hot targets of this many examples at a time (<= 4M)
+        parts = []
+        for start, stop in _batches(n, rows):
+            onehot = xp.reshape(level_onehot(x[start:stop, ...], grid), (stop - start, d * levels))   # (B, D L)
+            parts.append(onehot @ logp.T)                                                  # (B, G)
+        return xp.concat(parts, axis=0)
     m = out["mean"]                                                        # (G, D)
     logvar = xp.broadcast_to(out["logvar"], m.shape)                       # (G, D): fixed, shared, per-dim or own
     ivar = xp.exp(-logvar)                                                 # 1 / v

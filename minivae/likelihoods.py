@@ -66,7 +66,7 @@ def gaussian_nll_backward(dnll, cache):
 
 # ---- the variance floor: a smooth lower bound sigma_min^2 on a learned variance ------------------------------
 
-SIGMA_MIN = 1e-3       # default floor on a learned standard deviation (data in [0, 1]); derivations/likelihoods.md#why-a-floor
+SIGMA_MIN = 1e-3       # default floor of a learned Gaussian std, data in [0, 1]: derivations/likelihoods.md#why-a-floor
 
 
 def variance_floor_forward(logvar, sigma_min):
