@@ -15,7 +15,7 @@ def pytest_configure(config):
         config.addinivalue_line("markers", f"{name}: a test of {what} (counted in the summary at the end)")
 
 
-# ---- the counts of issue 7: extreme inputs, bad inputs, faults -----------------------------------------------
+# ---- the counts of reliability tests: extreme inputs, bad inputs, faults -----------------------------------------------
 #
 # Tests carry the markers edge, bad_input and fault: the files written for them mark every test (pytestmark);
 # earlier tests of the same kinds, in other files, are marked here by name. The summary at the end of a run
