@@ -95,43 +95,36 @@ def build_parser():
     e.add_argument("--json", default=None, help="also write the results to this JSON file")
 
     # pictures (minivae/plots.py): each writes a PNG, by default beside the checkpoint, and prints its path
-    formatter = argparse.ArgumentDefaultsHelpFormatter
-    s = sub.add_parser("sample", help="a grid of images decoded from z ~ p(z), the model's prior", formatter_class=formatter)
-    s.add_argument("checkpoint")
+    def picture(name, help, default_file):
+        p = sub.add_parser(name, help=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p.add_argument("checkpoint")
+        p.add_argument("--device", default="cpu", help="cpu, gpu (CuPy) or strict (array-api-strict)")
+        if default_file:
+            p.add_argument("--out", default=None, help=f"PNG file (default: {default_file} beside the checkpoint)")
+        return p
+
+    s = picture("sample", "a grid of images decoded from z ~ p(z), the model's prior", "samples.png")
     s.add_argument("--n", type=int, default=64, help="number of samples")
     s.add_argument("--seed", type=int, default=0, help="seed of the draws")
     s.add_argument("--from-likelihood", action="store_true",
                    help="also draw x ~ p(x|z) beside the decoder mean E[x|z]")
-    s.add_argument("--out", default=None, help="PNG file (default: samples.png beside the checkpoint)")
-    s.add_argument("--device", default="cpu", help="cpu, gpu (CuPy) or strict (array-api-strict)")
 
-    r = sub.add_parser("reconstruct", help="held-out inputs above their reconstructions",
-                       formatter_class=formatter)
-    r.add_argument("checkpoint")
+    r = picture("reconstruct", "held-out inputs above their reconstructions", "reconstructions.png")
     r.add_argument("--n", type=int, default=16, help="number of held-out inputs (the first n)")
     r.add_argument("--sampled", action="store_true", help="also decode one sampled z ~ q(z|x)")
     r.add_argument("--seed", type=int, default=0, help="seed of the sampled z")
-    r.add_argument("--out", default=None, help="PNG file (default: reconstructions.png beside the checkpoint)")
-    r.add_argument("--device", default="cpu", help="cpu, gpu (CuPy) or strict (array-api-strict)")
 
-    i = sub.add_parser("interpolate", help="decoded paths between the codes of held-out pairs",
-                       formatter_class=formatter)
-    i.add_argument("checkpoint")
+    i = picture("interpolate", "decoded paths between the codes of held-out pairs", "interpolations.png")
     i.add_argument("--pairs", type=int, default=4, help="number of pairs (one row each)")
     i.add_argument("--steps", type=int, default=10, help="points on each path, both ends included")
     i.add_argument("--kind", default="both", help="linear, slerp (spherical) or both")
     i.add_argument("--seed", type=int, default=0, help="seed that picks the pairs")
-    i.add_argument("--out", default=None, help="PNG file (default: interpolations.png beside the checkpoint)")
-    i.add_argument("--device", default="cpu", help="cpu, gpu (CuPy) or strict (array-api-strict)")
 
-    la = sub.add_parser("latent", help="2-D latent space only: the decoded manifold and the held-out codes",
-                        formatter_class=formatter)
-    la.add_argument("checkpoint")
+    la = picture("latent", "2-D latent space only: the decoded manifold and the held-out codes", None)
     la.add_argument("--n", type=int, default=15, help="the manifold is an n x n grid")
     la.add_argument("--out-manifold", default=None, help="PNG file (default: manifold.png beside the checkpoint)")
     la.add_argument("--out-scatter", default=None,
                     help="PNG file (default: latent_scatter.png beside the checkpoint)")
-    la.add_argument("--device", default="cpu", help="cpu, gpu (CuPy) or strict (array-api-strict)")
     return parser
 
 
