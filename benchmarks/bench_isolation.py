@@ -64,7 +64,8 @@ def main(argv=None):
                 med = {r["contender"]: r["median_ms"] for r in rows}
                 results.append({"setup": name, "batch": n, "env": setup["env"], "settle_s": setup["settle"],
                                 "median_ms": med, "background_load": rows[0]["background_load"],
-                                "quartiles_ms": {r["contender"]: [r["p25_ms"], r["p75_ms"]] for r in rows}})
+                                "quartiles_ms": {r["contender"]: [r["p25_ms"], r["p75_ms"]] for r in rows},
+                                "page_faults_per_step": {r["contender"]: r["page_faults_per_step"] for r in rows}})
                 print(f"{name:22s} batch {n:5d}: minivae {med['minivae']:8.2f} ms   torch-adam "
                       f"{med['torch-adam']:8.2f} ms   ratio {med['minivae'] / med['torch-adam']:.2f}", flush=True)
         finally:

@@ -18,7 +18,8 @@ Method (see benchmarks/RESULTS.md):
 - Peak memory of one minivae step: the NumPy allocations traced by tracemalloc above what was allocated before
   the step (CuPy: the memory pool's allocations; PyTorch CUDA: max_memory_allocated).
 
-Writes ``<out>/bench_step.json`` and the plots ``<out>/step_time.png`` and ``<out>/memory.png``.
+Writes ``<out>/bench_step.json`` and the plots ``<out>/bench_step_time.png`` and ``<out>/bench_step_memory.png``
+(``--name`` changes the prefix).
 """
 import argparse
 import datetime
@@ -28,6 +29,11 @@ import statistics
 import subprocess
 import sys
 import time
+
+try:
+    import resource                                     # page faults per step (Unix)
+except ImportError:
+    resource = None
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -46,6 +52,8 @@ TARGETS = [
     ("gpu", "minivae / torch-adam", 1.0, lambda n: n == 128),
     ("gpu", "minivae / gemm", 1.3, lambda n: n >= 8192),
 ]
+
+MALLOC_RETAIN = {"MALLOC_TRIM_THRESHOLD_": str(256 * 2**20), "MALLOC_MMAP_THRESHOLD_": str(32 * 2**20)}
 
 RATIOS = [("minivae", "torch-adam"), ("minivae", "torch-fused"), ("minivae", "gemm"), ("minivae-fwdbwd", "gemm"),
           ("torch-adam", "gemm"), ("torch-fused", "gemm"), ("torch-fwdbwd", "gemm"), ("gemm-torch", "gemm"),
@@ -102,24 +110,27 @@ def worker_main(spec):
                 out[name] = {"info": c.info}
                 continue
             contenders[name] = c
-            n, t0 = 0, time.perf_counter()
-            while n < 3 or time.perf_counter() - t0 < warmup_s:      # warm-up: caches, allocator, clocks
+            steps, t0 = [], time.perf_counter()
+            while len(steps) < 3 or time.perf_counter() - t0 < warmup_s:   # warm-up: caches, allocator, clocks
+                t = time.perf_counter()
                 c.run()
                 c.sync()
-                n += 1
-            out[name] = {"info": c.info, "estimate_s": (time.perf_counter() - t0) / n}
+                steps.append(time.perf_counter() - t)
+            out[name] = {"info": c.info, "estimate_s": statistics.median(steps[len(steps) // 2:])}
         return out
 
     def run(name, reps):
         c = contenders[name]
         times = []
         c.sync()
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource else 0
         for _ in range(reps):
             t0 = time.perf_counter()
             c.run()
             c.sync()                                             # the device has finished before the clock is read
             times.append(time.perf_counter() - t0)
-        return times
+        faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) if resource else None
+        return {"times": times, "page_faults": faults}
 
     for line in sys.stdin:
         req = json.loads(line)
@@ -187,21 +198,55 @@ def quantile(xs, q):
     return xs[lo] + (xs[hi] - xs[lo]) * (i - lo)
 
 
+def _busy_jiffies():
+    """CPU time used on the machine so far, all CPUs together, and the total elapsed CPU capacity (jiffies)."""
+    with open("/proc/stat") as f:
+        v = [int(t) for t in f.readline().split()[1:]]
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    return sum(v) - idle, sum(v)
+
+
+def _own_jiffies(pids):
+    """CPU time (user + system, all threads) used so far by the processes ``pids``."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])          # utime, stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+class LoadMeter:
+    """The share of all CPUs used by *other* processes (anything but this benchmark and its workers) between
+    ``start()`` and ``stop()``: a round during which someone else computed is not a clean measurement."""
+
+    def __init__(self, pids):
+        self.pids = [os.getpid()] + list(pids)
+
+    def start(self):
+        try:
+            self.t0, self.own0 = _busy_jiffies(), _own_jiffies(self.pids)
+        except (OSError, ValueError):
+            self.t0 = None
+
+    def stop(self):
+        if self.t0 is None:
+            return None
+        (b0, c0), (b1, c1) = self.t0, _busy_jiffies()
+        other = (b1 - b0) - (_own_jiffies(self.pids) - self.own0)
+        return max(0.0, other / max(c1 - c0, 1))
+
+
 def background_load(seconds=0.5):
-    """The fraction of all CPUs that were busy over ``seconds`` while this benchmark was idle (its workers wait
-    on their pipes): other people's work, which would slow any contender. None where /proc/stat is missing."""
-    def busy_total():
-        with open("/proc/stat") as f:
-            v = [int(t) for t in f.readline().split()[1:]]
-        idle = v[3] + (v[4] if len(v) > 4 else 0)
-        return sum(v) - idle, sum(v)
-    try:
-        b0, t0 = busy_total()
-        time.sleep(seconds)
-        b1, t1 = busy_total()
-    except (OSError, ValueError):
-        return None
-    return (b1 - b0) / max(t1 - t0, 1)
+    """The share of all CPUs busy over ``seconds`` while this benchmark waits (other people's work). None where
+    /proc/stat is missing."""
+    meter = LoadMeter([])
+    meter.start()
+    time.sleep(seconds)
+    return meter.stop()
 
 
 def wait_for_quiet(limit, max_wait):
@@ -216,7 +261,12 @@ def wait_for_quiet(limit, max_wait):
 
 
 def measure(workers, batch, hidden, args, device):
-    """Set up every worker for (batch, hidden), then alternate the contenders for ``args.rounds`` rounds."""
+    """Set up every worker for (batch, hidden), then alternate the contenders for ``args.rounds`` rounds.
+
+    Each round gives every contender one turn (the order rotates from round to round). A round during which
+    other processes used more than ``args.quiet`` of the CPUs is thrown away and run again, after waiting for
+    quiet, up to ``args.rounds`` extra times; the rows say how many rounds were discarded and the largest
+    outside load of the rounds kept."""
     found, unsupported = {}, {}
     for w in workers:
         for name, r in w.call(cmd="setup", batch=batch, hidden=hidden, warmup_s=args.warmup).items():
@@ -226,27 +276,47 @@ def measure(workers, batch, hidden, args, device):
                 unsupported[name] = r["info"].get("unsupported", "not built")
     # enough single-step repetitions per turn that a turn lasts about --turn seconds
     reps = {name: max(1, min(200, round(args.turn / max(r["estimate_s"], 1e-6)))) for name, (w, r) in found.items()}
-    background = wait_for_quiet(args.quiet, args.max_wait) if args.quiet < 1.0 else None
-    times = {name: [] for name in found}
     groups = [w for w in workers if any(found.get(n, (None,))[0] is w for n in found)]
+    meter = LoadMeter([w.proc.pid for w in workers])
+    times = {name: [] for name in found}
+    faults = {name: [] for name in found}
+    kept, discarded, worst, last_discarded = 0, 0, 0.0, False
     last = None
-    for k in range(args.rounds):
+    k = 0
+    while kept < args.rounds:
+        if args.quiet < 1.0 and (k == 0 or last_discarded):
+            wait_for_quiet(args.quiet, args.max_wait)
         order = groups[k % len(groups):] + groups[:k % len(groups)]
+        this = {name: [] for name in found}
+        meter.start()
         for w in order:
             names = [n for n in w.contenders if n in found]
             names = names[k % len(names):] + names[:k % len(names)]
             if last is not None and last is not w:
-                time.sleep(args.settle)                 # let the previous process's pool go to sleep
+                time.sleep(args.settle)                 # let the previous process's pools go to sleep
             for n in names:
-                times[n] += w.call(cmd="run", name=n, reps=reps[n])
+                this[n] = w.call(cmd="run", name=n, reps=reps[n])       # {"times": [...], "page_faults": ...}
             last = w
+        load = meter.stop()
+        k += 1
+        last_discarded = load is not None and load > args.quiet and discarded < args.rounds
+        if last_discarded:
+            discarded += 1                              # someone else computed during this round: run it again
+            continue
+        kept += 1
+        worst = max(worst, load or 0.0)
+        for n, r in this.items():
+            times[n] += r["times"]
+            if r["page_faults"] is not None:
+                faults[n].append(r["page_faults"] / len(r["times"]))
     rows = []
     for name, ts in times.items():
         ms = [t * 1e3 for t in ts]
         rows.append({"device": device, "batch": batch, "hidden": hidden, "contender": name,
                      "median_ms": statistics.median(ms), "p25_ms": quantile(ms, 0.25), "p75_ms": quantile(ms, 0.75),
                      "min_ms": min(ms), "n": len(ms), "reps_per_turn": reps[name], "info": found[name][1]["info"],
-                     "background_load": background,
+                     "background_load": worst, "rounds_discarded": discarded,
+                     "page_faults_per_step": statistics.median(faults[name]) if faults[name] else None,
                      "times_ms": [round(t, 4) for t in ms]})
     return rows, unsupported
 
@@ -285,25 +355,22 @@ def linearity(rows, contender, device, hidden, above=512):
 
 
 def memory_linearity(mem):
-    """Fit peak = a + b N for each width and peak = a + b H for each batch; the largest relative deviation of
-    a measured point from its fit says how far from linear the peak memory is."""
+    """Fit the peak memory of a step with a + b N + c H + d N H (linear in the batch N for a fixed width H and
+    in H for a fixed N: activations grow like N (D + H), gradients like H D); the largest relative deviation of
+    a measured point from the fit says how far from that the peak is (0 = exactly bilinear)."""
     import numpy as np
-    worst = 0.0
-    for key, other in (("hidden", "batch"), ("batch", "hidden")):
-        for v in sorted({m[key] for m in mem}):
-            pts = sorted((m[other], m["peak_bytes"]) for m in mem if m[key] == v)
-            if len(pts) < 3:
-                continue
-            x, y = np.array(pts, dtype=float).T
-            A = np.stack([np.ones_like(x), x], axis=1)
-            coef, *_ = np.linalg.lstsq(A, y, rcond=None)
-            worst = max(worst, float(np.max(np.abs(A @ coef - y) / y)))
-    return worst
+    n, h, y = (np.array([m[k] for m in mem], dtype=float) for k in ("batch", "hidden", "peak_bytes"))
+    if len(y) < 5:
+        return None
+    A = np.stack([np.ones_like(n), n, h, n * h], axis=1)
+    coef, *_ = np.linalg.lstsq(A, y, rcond=None)
+    return float(np.max(np.abs(A @ coef - y) / y))
 
 
 def fmt_row(r):
+    pf = r.get("page_faults_per_step")
     return (f"  {r['contender']:18s} {r['median_ms']:9.3f} ms  [{r['p25_ms']:.3f} .. {r['p75_ms']:.3f}]"
-            f"  min {r['min_ms']:.3f}  (n={r['n']})")
+            f"  min {r['min_ms']:.3f}  (n={r['n']}{'' if pf is None else f', {pf:.0f} page faults/step'})")
 
 
 def load_average():
@@ -339,9 +406,14 @@ def parse_args(argv):
     p.add_argument("--settle", type=float, default=None,
                    help="seconds to wait when switching worker processes (default 0.3)")
     p.add_argument("--quiet", type=float, default=None,
-                   help="before each configuration, wait until other processes use less than this fraction of the "
-                        "CPUs (default 0.15; 1 turns the wait off)")
+                   help="a round during which other processes used more than this share of the CPUs is discarded "
+                        "and run again after a wait for quiet (default 0.05; 1 turns the check off)")
     p.add_argument("--max-wait", type=float, default=120.0, help="longest wait for quiet, seconds (default 120)")
+    p.add_argument("--malloc", choices=("default", "retain"), default="default",
+                   help="glibc's allocator in every worker: its defaults, or 'retain' (MALLOC_TRIM_THRESHOLD_ 256 MiB, "
+                        "MALLOC_MMAP_THRESHOLD_ 32 MiB, what minivae.kernels.retain_freed_memory sets: freed memory "
+                        "is kept for reuse instead of going back to the system and being page-faulted in again at "
+                        "the next step)")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="threads per runtime (default: all cores)")
     p.add_argument("--device", choices=("cpu", "gpu", "all"), default="all",
                    help="cpu, gpu, or all (the GPU only where CuPy and a CUDA GPU are usable)")
@@ -351,10 +423,12 @@ def parse_args(argv):
     p.add_argument("--baseline", metavar="SRC",
                    help="also time the minivae package found in SRC (e.g. an export of an older commit)")
     p.add_argument("--out", default=os.path.join(HERE, "results"), help="folder for the JSON and the plots")
+    p.add_argument("--name", default="bench_step",
+                   help="file names: <name>.json, <name>_time.png, <name>_memory.png (default bench_step)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     quick = a.quick
-    defaults = dict(quiet=1.0 if quick else 0.15, rounds=2 if quick else 7, turn=0.005 if quick else 0.08, warmup=0.0 if quick else 0.3,
+    defaults = dict(quiet=1.0 if quick else 0.05, rounds=2 if quick else 7, turn=0.005 if quick else 0.08, warmup=0.0 if quick else 0.3,
                     settle=0.0 if quick else 0.3, width_batch=16 if quick else 128,
                     widths=[16, 32] if quick else [100, 200, 400, 800, 1600])
     for k, v in defaults.items():
@@ -384,6 +458,7 @@ def main(argv=None):
                         "git": git_state(), "threads": args.threads, "rounds": args.rounds, "turn_s": args.turn,
                         "warmup_s": args.warmup, "settle_s": args.settle, "quick": args.quick,
                         "isolation": "one worker process per runtime; settle pause when switching processes",
+                        "malloc": args.malloc, "quiet": args.quiet,
                         "env": {k: os.environ.get(k) for k in ("OPENBLAS_THREAD_TIMEOUT", "OMP_WAIT_POLICY",
                                                                 "GOMP_SPINCOUNT", "MINIVAE_KERNELS")},
                         "model": {**dims, "hidden": ref_h, "activation": "relu", "likelihood": "bernoulli",
@@ -401,7 +476,8 @@ def main(argv=None):
         if use_torch:
             groups.append(("torch" if device == "cpu" else "torch-cuda",
                            ["torch-adam", "torch-fused", "torch-fwdbwd", "gemm-torch"], None))
-        workers = [Worker(g, cs, device, args.threads, dims, sys_path=sp) for g, cs, sp in groups]
+        env = MALLOC_RETAIN if args.malloc == "retain" else {}
+        workers = [Worker(g, cs, device, args.threads, dims, env=env, sys_path=sp) for g, cs, sp in groups]
         try:
             for w in workers:
                 info = w.call(cmd="info")
@@ -423,7 +499,8 @@ def main(argv=None):
                                           "ratios": rat})
                 bg = rows[0]["background_load"] if rows else None
                 print(f"\n[{device}] batch {n}, hidden {h}: median [quartiles] per step"
-                      + (f"   (other processes: {100 * bg:.0f}% of the CPUs)" if bg is not None else ""))
+                      + (f"   (other processes: <= {100 * bg:.0f}% of the CPUs in the rounds kept; "
+                         f"{rows[0]['rounds_discarded']} rounds discarded)" if bg is not None else ""))
                 for r in sorted(rows, key=lambda r: r["median_ms"]):
                     print(fmt_row(r))
                 for k, v in unsupported.items():
@@ -461,13 +538,13 @@ def main(argv=None):
     if mem:
         results["memory_max_deviation_from_linear"] = memory_linearity(mem)
     summary(results)
-    path = os.path.join(args.out, "bench_step.json")
+    path = os.path.join(args.out, f"{args.name}.json")
     with open(path, "w") as f:
         json.dump(results, f, indent=1)
     print(f"\nwrote {path}")
     if not args.no_plot:
         import plot
-        for p in plot.plot_all(results, args.out):
+        for p in plot.plot_all(results, args.out, args.name):
             print(f"wrote {p}")
     return 0
 
@@ -481,9 +558,9 @@ def summary(results):
     for device, lin in results.get("linearity", {}).items():
         print(f"  [{device}] step time per example relative to batch {lin['batches'][0]}: "
               + ", ".join(f"{n}: {v:.2f}" for n, v in zip(lin["batches"], lin["per_example_vs_first"])))
-    if "memory_max_deviation_from_linear" in results:
-        print(f"  peak memory: largest deviation from a linear fit in batch (each width) and in width (each "
-              f"batch): {100 * results['memory_max_deviation_from_linear']:.1f}%")
+    if results.get("memory_max_deviation_from_linear") is not None:
+        print(f"  peak memory of a step: largest deviation from a + b N + c H + d N H fitted to all points: "
+              f"{100 * results['memory_max_deviation_from_linear']:.1f}%")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ def _series(timings, contender, device, key, fixed, fixed_value):
     return [list(col) for col in zip(*pts)] if pts else None
 
 
-def plot_all(results, out):
+def plot_all(results, out, stem="bench_step"):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -60,7 +60,7 @@ def plot_all(results, out):
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    paths.append(os.path.join(out, "step_time.png"))
+    paths.append(os.path.join(out, f"{stem}_time.png"))
     fig.savefig(paths[-1])
     plt.close(fig)
 
@@ -83,7 +83,7 @@ def plot_all(results, out):
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=7)
         fig.tight_layout()
-        paths.append(os.path.join(out, "memory.png"))
+        paths.append(os.path.join(out, f"{stem}_memory.png"))
         fig.savefig(paths[-1])
         plt.close(fig)
     return paths
@@ -94,5 +94,6 @@ if __name__ == "__main__":
     path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "results", "bench_step.json")
     with open(path) as f:
         res = json.load(f)
-    for p in plot_all(res, os.path.dirname(os.path.abspath(path))):
+    stem = os.path.splitext(os.path.basename(path))[0]
+    for p in plot_all(res, os.path.dirname(os.path.abspath(path)), stem):
         print(f"wrote {p}")

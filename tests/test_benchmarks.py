@@ -32,7 +32,7 @@ def check_structure(res, contenders):
     for r in res["timings"]:
         seen.add(r["contender"])
         assert r["device"] == "cpu" and r["batch"] > 0 and r["hidden"] > 0
-        assert r["n"] >= 1 and len(r["times_ms"]) == r["n"]
+        assert r["n"] >= 1 and len(r["times_ms"]) == r["n"] and r["rounds_discarded"] >= 0
         assert 0 < r["min_ms"] <= r["p25_ms"] <= r["median_ms"] <= r["p75_ms"]
     assert contenders <= seen
     configs = {(r["batch"], r["hidden"]) for r in res["timings"]}
@@ -47,7 +47,7 @@ def test_quick_benchmark_numpy_only(tmp_path):
     res, out, stdout = run_quick(tmp_path, "--no-torch")
     check_structure(res, {"minivae", "minivae-fwdbwd", "minivae-plain", "gemm"})
     assert "ratios:" in stdout
-    assert (out / "step_time.png").stat().st_size > 0 and (out / "memory.png").stat().st_size > 0
+    assert (out / "bench_step_time.png").stat().st_size > 0 and (out / "bench_step_memory.png").stat().st_size > 0
 
 
 def test_quick_benchmark_with_torch(tmp_path):
