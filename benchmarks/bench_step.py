@@ -422,7 +422,9 @@ def parse_args(argv):
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--baseline", metavar="SRC",
                    help="also time the minivae package found in SRC (e.g. an export of an older commit)")
-    p.add_argument("--out", default=os.path.join(HERE, "results"), help="folder for the JSON and the plots")
+    p.add_argument("--out", default=None,
+                   help="folder for the JSON and the plots (default benchmarks/results; with --quick a temporary "
+                        "folder, so that a smoke run never overwrites the recorded results)")
     p.add_argument("--name", default="bench_step",
                    help="file names: <name>.json, <name>_time.png, <name>_memory.png (default bench_step)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -435,6 +437,9 @@ def parse_args(argv):
         if getattr(a, k) is None:
             setattr(a, k, v)
     a.dims = dict(x_dim=64, z_dim=4, hidden=32) if quick else dict(workloads.REFERENCE)
+    if a.out is None:
+        import tempfile
+        a.out = os.path.join(tempfile.gettempdir(), "minivae-bench-quick") if quick else os.path.join(HERE, "results")
     return a
 
 

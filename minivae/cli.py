@@ -135,8 +135,10 @@ TRAIN_FIELDS = ("dataset", "epochs", "batch_size", "lr", "optimizer", "z_dim", "
 
 
 def _train(args):
+    from .kernels import retain_freed_memory
     from .train import train
     import numpy as np
+    retain_freed_memory()           # reuse freed step memory instead of page-faulting it in every step (glibc)
     if args.resume:
         defaults = build_parser().parse_args(["train"])
         changed = {f: getattr(args, f) for f in TRAIN_FIELDS if getattr(args, f) != getattr(defaults, f)}

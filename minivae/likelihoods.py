@@ -33,8 +33,10 @@ def bernoulli_nll_forward(x, logits):
 def bernoulli_nll_backward(dnll, cache):
     """dlogits = dnll (sigmoid(a) - x).   dnll: (N,) -> (N, D).   derivations/likelihoods.md#bernoulli-backward"""
     x, logits = cache
-    p, _ = sigmoid_forward(logits)                   # (N, D)
-    return dnll[:, None] * (p - x)
+    p, _ = sigmoid_forward(logits)                   # (N, D), a fresh array: finished in place
+    p -= x
+    p *= dnll[:, None]
+    return p
 
 
 def gaussian_nll_forward(x, mean, logvar):

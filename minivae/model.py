@@ -431,7 +431,8 @@ class VAE:
         dh_mu, grads["enc.mu.W"], grads["enc.mu.b"] = linear_backward(dmu, mu_cache, need_dx=deep)
         dh_lv, grads["enc.logvar.W"], grads["enc.logvar.b"] = linear_backward(dlogvar, lv_cache, need_dx=deep)
         if deep:
-            self._mlp_backward(dh_mu + dh_lv, enc_mlp_caches, "enc", grads, need_dx=False)
+            dh_mu += dh_lv                                               # (N, H); both fresh, so in place
+            self._mlp_backward(dh_mu, enc_mlp_caches, "enc", grads, need_dx=False)
 
     # ---- input checks (shapes and dtypes only: no device-to-host transfer) ----------------------------------
 
