@@ -40,7 +40,7 @@ sys.path.insert(0, HERE)
 
 import workloads  # noqa: E402
 
-# ---- targets (issue 6) -----------------------------------------------------------------------------------------
+# ---- targets ---------------------------------------------------------------------------------------------------
 
 # (device, ratio name, limit, batches it applies to: None = every batch of the main sweep, or a predicate)
 TARGETS = [
