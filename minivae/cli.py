@@ -27,8 +27,15 @@ def _hidden(text):
     return sizes
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit 2), like every other minivae error."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog="minivae", description="A hand-derived variational autoencoder "
+    parser = _OneLineParser(prog="minivae", description="A hand-derived variational autoencoder "
                                      "on NumPy/CuPy.")
     sub = parser.add_subparsers(dest="command", required=True)
 
