@@ -21,11 +21,11 @@ import math
 import numpy as np
 
 from .backend import to_host
-from .likelihoods import level_onehot, log_softmax
+from .kl import kl_std_normal_forward
+from .layers import softplus_forward
+from .likelihoods import LOG_2PI, level_onehot, log_softmax
 from .logsumexp import logsumexp
 from .rng import RNG
-
-LOG_2PI = math.log(2.0 * math.pi)
 
 
 def _check_positive_int(value, name):
@@ -118,7 +118,7 @@ def _grid_log_likelihood(model, x, z):
     out = model.decode(z)
     if model.likelihood == "bernoulli":
         a = out["logits"]                                                  # (G, D)
-        softplus = xp.maximum(a, 0.0) + xp.log1p(xp.exp(-xp.abs(a)))
+        softplus, _ = softplus_forward(a)
         return x @ a.T - xp.sum(softplus, axis=1)[None, :]
     n, d = x.shape
     if model.likelihood == "categorical":
@@ -211,7 +211,7 @@ def _quadrature(model, x, mu, logvar, lo, hi, h, chunk):
     log_px = to_host(lse + log_cell)
     log_px2 = to_host(lse2 + log_cell2)
     if model.prior == "normal":
-        kl = kl2 = to_host(0.5 * xp.sum(xp.exp(logvar) + mu * mu - 1.0 - logvar, axis=1))
+        kl = kl2 = to_host(kl_std_normal_forward(mu, logvar)[0])
     else:
         kl, kl2 = to_host(e_log_ratio), to_host(e_log_ratio2)
     elbo, elbo2 = to_host(e_loglik) - kl, to_host(e_loglik2) - kl2
@@ -249,7 +249,7 @@ def kl_decomposition(model, x, samples=10, seed=0):
     n = x.shape[0]
     rng = RNG(seed)
     closed_form = model.prior == "normal"
-    kl = xp.mean(0.5 * xp.sum(xp.exp(logvar) + mu * mu - 1.0 - logvar, axis=1)) if closed_form else 0.0
+    kl = xp.mean(kl_std_normal_forward(mu, logvar)[0]) if closed_form else 0.0
     info = 0.0
     for _ in range(samples):
         eps = rng.normal(tuple(mu.shape), model.device, model.dtype_name)   # (N, Z)

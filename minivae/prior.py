@@ -11,15 +11,14 @@ sampled z as log q(z|x) - log p(z) (Kingma & Welling 2013, Eq. 6), which needs t
 Randomness never enters an op: ``mog_sample`` takes its uniform and normal noise as arguments.
 Derivation: derivations/prior.md. Tests: tests/test_prior.py.
 """
-import math
 
 import numpy as np
 
 from .backend import array_namespace
+from .likelihoods import LOG_2PI
 from .logsumexp import logsumexp
 from .reparam import LOGVAR_MAX
 
-LOG_2PI = math.log(2.0 * math.pi)
 PRIORS = ("normal", "mog")
 
 
