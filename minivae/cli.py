@@ -181,7 +181,7 @@ def _evaluate(args):
     dataset = train_config.get("dataset", "digits")
     x_test = load_dataset(dataset, train_config.get("data_dir"),
                           train_config.get("binarize", "none")).x_test     # binarised as in training
-    check_data(x_test, model.likelihood, "held-out data")
+    check_data(x_test, model.config["likelihood"], "held-out data")
     if args.exact == "yes" and model.z_dim > 2:
         raise ValueError(f"--exact yes needs z_dim 1 or 2; this model has z_dim {model.z_dim}")
     x = model.device.asarray(x_test, dtype=model.dtype_name)

@@ -29,6 +29,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from .backend import array_namespace, astype
+from .parts import LIKELIHOODS
 
 SPLIT_SEED = 0          # the held-out split is fixed, whatever the training seed, so runs compare
 HELD_OUT_FRACTION = 0.2
@@ -407,7 +408,7 @@ def check_data(x, likelihood, name="x"):
     if not np.all(np.isfinite(x)):
         bad = int(np.sum(~np.isfinite(x)))
         raise ValueError(f"{name} contains {bad} NaN or infinite value(s)")
-    if likelihood in ("bernoulli", "categorical") and (np.min(x) < 0.0 or np.max(x) > 1.0):
+    if LIKELIHOODS[likelihood].unit_interval and (np.min(x) < 0.0 or np.max(x) > 1.0):
         raise ValueError(f"{name} must lie in [0, 1] for the {likelihood} likelihood, "
                          f"got values in [{np.min(x):g}, {np.max(x):g}] (real-valued data needs the gaussian "
                          f"likelihood)")

@@ -2,8 +2,8 @@
 (Kingma & Welling 2013, Appendix B). Derivation: derivations/kl.md. Tests: tests/test_kl.py, tests/test_edges.py,
 tests/test_statistics.py.
 
-The log-variance is clamped from above at ``reparam.LOGVAR_MAX``, the same bound the sampler uses, so both see
-the same q; beyond it the KL is flat in logvar and its gradient there is 0. derivations/kl.md#the-clamp
+The formula is the textbook one: the encoder's log-variance reaches it already clamped at ``reparam.LOGVAR_MAX``
+(``reparam.logvar_clamp_forward``, applied once at the head). derivations/kl.md#the-clamp
 """
 import math
 
@@ -17,26 +17,19 @@ KL_AT_CLAMP = 0.5 * (math.exp(LOGVAR_MAX) - 1.0 - LOGVAR_MAX)
 
 
 def kl_std_normal_forward(mu, logvar):
-    """kl_n = 1/2 sum_j (sigma_j^2 + mu_j^2 - 1 - log sigma_j^2),  log sigma^2 = min(logvar, LOGVAR_MAX).
+    """kl_n = 1/2 sum_j (sigma_j^2 + mu_j^2 - 1 - logvar_j),  sigma^2 = exp(logvar).
     mu, logvar: (N, Z) -> kl: (N,).
 
-    cache = (mu, var, clamped) with var = sigma^2 and clamped = logvar > LOGVAR_MAX.  derivations/kl.md#forward
+    cache = (mu, var) with var = sigma^2.  derivations/kl.md#forward
     """
     xp = array_namespace(mu, logvar)
-    clamped = logvar > LOGVAR_MAX                                    # (N, Z) bool; NaN compares False
-    lv = xp.minimum(logvar, LOGVAR_MAX)                              # (N, Z): the clamp
-    var = xp.exp(lv)                                                 # (N, Z)
-    kl = 0.5 * xp.sum(var + mu * mu - 1.0 - lv, axis=1)              # (N,)
-    return kl, (mu, var, clamped)
+    var = xp.exp(logvar)                                             # (N, Z)
+    kl = 0.5 * xp.sum(var + mu * mu - 1.0 - logvar, axis=1)          # (N,)
+    return kl, (mu, var)
 
 
 def kl_std_normal_backward(dkl, cache):
-    """dmu = dkl mu,  dlogvar = dkl (sigma^2 - 1) / 2 (0 where logvar > LOGVAR_MAX).   dkl: (N,).
-    derivations/kl.md#backward
-    """
-    mu, var, clamped = cache
-    xp = array_namespace(dkl, mu)
+    """dmu = dkl mu,  dlogvar = dkl (sigma^2 - 1) / 2.   dkl: (N,).   derivations/kl.md#backward"""
+    mu, var = cache
     dkl = dkl[:, None]                                               # (N, 1)
-    dmu = dkl * mu                                                   # (N, Z)
-    dlogvar = xp.where(clamped, 0.0, 0.5 * dkl * (var - 1.0))        # (N, Z); the clamp is flat beyond the bound
-    return dmu, dlogvar
+    return dkl * mu, 0.5 * dkl * (var - 1.0)                         # (N, Z) each

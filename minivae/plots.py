@@ -30,8 +30,6 @@ from matplotlib.figure import Figure
 
 from .backend import to_host
 from .checkpoint import atomic_write
-from .layers import sigmoid_forward
-from .likelihoods import log_softmax
 from .reparam import reparameterize_forward
 from .rng import RNG
 
@@ -89,49 +87,18 @@ def _two_d(model):
 
 
 def decoder_mean(model, z):
-    """E[x | z] on the host, (N, D) float64, for codes z: (N, Z) on the model's device.
-
-    Bernoulli decoder: sigmoid(logits); Gaussian decoder: its mean; categorical decoder: the expected level over
-    L - 1, sum_l softmax(a_d)_l l / (L - 1), an intensity in [0, 1] like the data it models.
-    """
-    mean, _ = _decode_host(model, z)
-    return mean
-
-
-def _decode_host(model, z):
-    """(E[x|z] on the host, (N, D) float64; what a draw needs besides: None for the Bernoulli, the Gaussian's
-    floored log-variance as a host array broadcastable to (N, D), the categorical's probabilities (N, D, L))."""
-    out = model.decode(z)
-    if model.likelihood == "bernoulli":
-        mean, _ = sigmoid_forward(out["logits"])                     # (N, D), in (0, 1)
-        return to_host(mean).astype(np.float64), None
-    if model.likelihood == "categorical":
-        probs = np.exp(to_host(log_softmax(out["logits"])).astype(np.float64))   # (N, D, L)
-        levels = np.arange(model.levels, dtype=np.float64) / (model.levels - 1)  # level l as intensity l / (L-1)
-        return probs @ levels, probs
-    return to_host(out["mean"]).astype(np.float64), to_host(out["logvar"]).astype(np.float64)
+    """E[x | z] on the host, (N, D) float64, for codes z: (N, Z) on the model's device: the likelihood's mean
+    (``model.decoder_mean``): sigmoid(logits) for the Bernoulli, the mean for the Gaussian, the expected level
+    over L - 1 for the categorical, an intensity in [0, 1] like the data it models."""
+    return to_host(model.decoder_mean(z)).astype(np.float64)
 
 
 def sample_likelihood(model, z, rng):
-    """One draw x ~ p(x | z) for each row of z: (N, Z) on the model's device; host (N, D) float64.
-
-    Bernoulli: x_d = 1 where u_d < sigmoid(logits_d), u ~ U(0, 1), else 0.
-    Gaussian: x = mean + exp(logvar / 2) * eps, eps ~ N(0, I), with the decoder's log-variance after the floor
-    (fixed, shared, per dimension or per element).
-    Categorical: the level k_d = #{l : u_d > P_d(l)} for u ~ U(0, 1) and P_d the cumulative probabilities
-    (inverse-CDF sampling), returned as the intensity k_d / (L - 1).
-    ``rng`` is a ``minivae.rng.RNG``; the draws are made on the host.
-    """
-    mean, extra = _decode_host(model, z)                             # (N, D)
-    if model.likelihood == "bernoulli":
-        u = rng.generator.random(mean.shape)                         # U(0, 1), host
-        return (u < mean).astype(np.float64)
-    if model.likelihood == "categorical":
-        cdf = np.cumsum(extra, axis=2)                               # (N, D, L)
-        u = rng.generator.random(mean.shape + (1,))                  # (N, D, 1)
-        k = np.minimum(np.sum(u > cdf, axis=2), model.levels - 1)    # rounding may leave cdf[-1] just below 1
-        return k / (model.levels - 1.0)
-    return mean + np.exp(0.5 * extra) * rng.host_normal(mean.shape)
+    """One draw x ~ p(x | z) for each row of z: (N, Z) on the model's device; host (N, D) float64
+    (``model.sample_x``: Bernoulli 0/1 pixels, Gaussian draws with the variance after the floor, categorical
+    levels by inverse-CDF sampling as intensities). ``rng`` is a ``minivae.rng.RNG``; the draws are made on the
+    host."""
+    return model.sample_x(z, rng)
 
 
 def encode_means(model, x, batch_size=1000):
@@ -288,7 +255,7 @@ def plot_samples(model, image_shape, path, n=64, seed=0, from_likelihood=False):
     z = model.sample_prior(n, rng)                                       # (n, Z) on the device
     cols = math.ceil(math.sqrt(n))
     rows = -(-n // cols)
-    title = "E[x | z], z ~ N(0, I)" if model.prior == "normal" else "E[x | z], z ~ p(z)"
+    title = f"E[x | z], z ~ {model.prior.label}"
     panels = [(title, tile_images(decoder_mean(model, z), h_w, cols), rows, cols, None)]
     if from_likelihood:
         draws = sample_likelihood(model, z, rng)

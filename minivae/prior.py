@@ -17,7 +17,6 @@ import numpy as np
 from .backend import array_namespace
 from .likelihoods import LOG_2PI
 from .logsumexp import logsumexp
-from .reparam import LOGVAR_MAX
 
 PRIORS = ("normal", "mog")
 
@@ -39,25 +38,34 @@ def std_normal_log_prob_backward(dlogp, cache):
 
 
 def reparam_log_q_forward(eps, logvar):
-    """log q(z|x) at z = mu + sigma eps:  -1/2 sum_j (eps_j^2 + min(logvar_j, LOGVAR_MAX) + log 2 pi).
+    """log q(z|x) at z = mu + sigma eps:  -1/2 sum_j (eps_j^2 + logvar_j + log 2 pi).
     eps, logvar: (N, Z) -> log_q: (N,).
 
     Written in eps, the density no longer depends on mu, and its total derivative in logvar (directly and through
-    z) is -1/2. The log-variance is clamped as the sampler clamps it (minivae/reparam.py), so both describe the
-    same q. cache = clamped = logvar > LOGVAR_MAX (N, Z).  derivations/prior.md#log-q-at-a-sample
+    z) is -1/2. cache = logvar (for its shape).  derivations/prior.md#log-q-at-a-sample
     """
     xp = array_namespace(eps, logvar)
-    clamped = logvar > LOGVAR_MAX                                    # (N, Z) bool
-    log_q = -0.5 * xp.sum(eps * eps + xp.minimum(logvar, LOGVAR_MAX) + LOG_2PI, axis=1)   # (N,)
-    return log_q, clamped
+    log_q = -0.5 * xp.sum(eps * eps + logvar + LOG_2PI, axis=1)      # (N,)
+    return log_q, logvar
 
 
 def reparam_log_q_backward(dlogq, cache):
-    """dlogvar = -dlogq / 2 (the total derivative; dmu = 0; 0 where the clamp is active).
-    dlogq: (N,) -> dlogvar: (N, Z).  derivations/prior.md#log-q-at-a-sample"""
-    clamped = cache
-    xp = array_namespace(dlogq, clamped)
-    return xp.where(clamped, 0.0, -0.5 * dlogq[:, None])
+    """dlogvar = -dlogq / 2 (the total derivative; dmu = 0).   dlogq: (N,) -> dlogvar: (N, Z).
+    derivations/prior.md#log-q-at-a-sample"""
+    logvar = cache
+    xp = array_namespace(dlogq, logvar)
+    return -0.5 * dlogq[:, None] * xp.ones_like(logvar)              # (N, Z): the same for every j
+
+
+def diag_normal_log_prob(z, mu, logvar):
+    """log N(z; mu, diag exp(logvar)) = -1/2 sum_j [(z_j - mu_j)^2 exp(-logvar_j) + logvar_j + log 2 pi],
+    summed over the last axis; z, mu and logvar broadcast against each other (e.g. z: (B, 1, Z) against
+    mu, logvar: (1, M, Z) gives (B, M)). Forward only: evaluation's log-density of q and of the mixture's
+    components.  derivations/evaluation.md#elbo-surgery
+    """
+    xp = array_namespace(z, mu, logvar)
+    diff = z - mu
+    return -0.5 * xp.sum(diff * diff * xp.exp(-logvar) + logvar + LOG_2PI, axis=-1)
 
 
 def mog_log_prob_forward(z, logits, mu, logvar):

@@ -1,37 +1,54 @@
-"""The reparameterisation trick (Kingma & Welling 2013, Sec. 2.4): z = mu + sigma * eps, sigma = exp(logvar/2).
+"""The reparameterisation trick (Kingma & Welling 2013, Sec. 2.4): z = mu + sigma * eps, sigma = exp(logvar/2),
+and the clamp that keeps the encoder's log-variance finite.
 
 The noise eps ~ N(0, I) is an argument, drawn outside by ``minivae.rng``: the randomness sits in eps, so z is a
 deterministic, differentiable function of (mu, logvar). Derivation: derivations/reparameterization.md.
 Tests: tests/test_reparam.py, tests/test_edges.py, tests/test_statistics.py.
 
-The log-variance is clamped from above at ``LOGVAR_MAX`` (here and in minivae/kl.py, so the sampler and the
-closed-form KL describe the same q): exp(logvar) overflows float32 at logvar ~ 88.7, and no useful posterior
-comes near the bound. Beyond it the clamp is flat, so its gradient is 0. No lower clamp is needed: as
-logvar -> -inf, sigma underflows to 0 and nothing overflows. derivations/reparameterization.md#the-clamp
+The clamp is applied once, at the encoder's log-variance head (``logvar_clamp_forward``, a pair of its own, as
+``likelihoods.variance_floor_forward`` is for the decoder's variance): every consumer of q (the sampler, the
+closed-form KL, log q at a sample, evaluation) then reads the same clamped logvar and keeps its textbook formula.
+exp(logvar) overflows float32 at logvar ~ 88.7, and no useful posterior comes near the bound; beyond it the clamp
+is flat, so its gradient is 0. No lower clamp is needed: as logvar -> -inf, sigma underflows to 0 and nothing
+overflows. derivations/reparameterization.md#the-clamp
 """
 from .backend import array_namespace
 
 LOGVAR_MAX = 40.0   # sigma^2 <= e^40 ~ 2.4e17: finite in float32, even squared (reparameterization.md#the-clamp)
 
 
-def reparameterize_forward(mu, logvar, eps):
-    """z = mu + exp(min(logvar, LOGVAR_MAX) / 2) * eps.   mu, logvar, eps: (N, Z) -> z: (N, Z).
+def logvar_clamp_forward(logvar):
+    """min(logvar, LOGVAR_MAX).   logvar: any shape -> the same shape.
 
-    cache = (sigma, eps, clamped) with clamped = logvar > LOGVAR_MAX.  derivations/reparameterization.md#forward
+    cache = clamped = logvar > LOGVAR_MAX (bool; NaN compares False, so NaN propagates).
+    derivations/reparameterization.md#the-clamp
+    """
+    xp = array_namespace(logvar)
+    return xp.minimum(logvar, LOGVAR_MAX), logvar > LOGVAR_MAX
+
+
+def logvar_clamp_backward(dout, cache):
+    """dlogvar = dout where logvar <= LOGVAR_MAX, 0 beyond (the clamp is flat there).
+    derivations/reparameterization.md#the-clamp"""
+    clamped = cache
+    xp = array_namespace(dout, clamped)
+    return xp.where(clamped, 0.0, dout)
+
+
+def reparameterize_forward(mu, logvar, eps):
+    """z = mu + exp(logvar / 2) * eps.   mu, logvar, eps: (N, Z) -> z: (N, Z).
+
+    cache = (sigma, eps).  derivations/reparameterization.md#forward
     """
     xp = array_namespace(mu, logvar, eps)
-    clamped = logvar > LOGVAR_MAX                    # (N, Z) bool; NaN compares False, so NaN propagates
-    sigma = xp.exp(0.5 * xp.minimum(logvar, LOGVAR_MAX))   # (N, Z)
+    sigma = xp.exp(0.5 * logvar)                     # (N, Z)
     z = mu + sigma * eps                             # (N, Z)
-    return z, (sigma, eps, clamped)
+    return z, (sigma, eps)
 
 
 def reparameterize_backward(dz, cache):
-    """dmu = dz,  dlogvar = dz * eps * sigma / 2 (0 where logvar > LOGVAR_MAX).
-    derivations/reparameterization.md#backward
-    """
-    sigma, eps, clamped = cache
-    xp = array_namespace(dz, sigma)
+    """dmu = dz,  dlogvar = dz * eps * sigma / 2.   derivations/reparameterization.md#backward"""
+    sigma, eps = cache
     dmu = dz
-    dlogvar = xp.where(clamped, 0.0, 0.5 * dz * eps * sigma)   # dz/dlogvar = eps * sigma / 2; the clamp is flat
+    dlogvar = 0.5 * dz * eps * sigma                 # dz/dlogvar = eps * sigma / 2
     return dmu, dlogvar

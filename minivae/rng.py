@@ -6,6 +6,11 @@ deterministic function that a finite-difference check can test (derivations/grad
 Draws are made on the host with NumPy's PCG64 and moved to the device explicitly (``Device.asarray``), so one
 seed gives the same numbers on NumPy, CuPy and array-api-strict, and the stream's state is a small JSON-able
 dict that goes into checkpoints.
+
+One seed gives several independent streams (``RNG(seed, stream=...)``, NumPy's ``SeedSequence.spawn``): the
+model's initial weights ("init") and the training loop's data order and noise ("train") never share numbers,
+though both come from one ``--seed``. ``RNG(seed)`` without a stream is the seed's own root stream (evaluation
+and pictures use it).
 """
 import json
 
@@ -14,13 +19,25 @@ import numpy as np
 from .backend import dtype_name
 
 
-class RNG:
-    """A seeded host random stream. ``state`` / ``set_state`` round-trip exactly."""
+STREAMS = ("init", "train")     # the independent streams of one seed, in spawn order: never reorder
 
-    def __init__(self, seed):
+
+class RNG:
+    """A seeded host random stream. ``state`` / ``set_state`` round-trip exactly.
+
+    ``stream``: None for the seed's root stream, or one of ``STREAMS`` for the child ``SeedSequence(seed)
+    .spawn(len(STREAMS))[i]``, statistically independent of the root and of the other children."""
+
+    def __init__(self, seed, stream=None):
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-        self.generator = np.random.Generator(np.random.PCG64(int(seed)))
+        if stream is None:
+            source = int(seed)
+        elif stream in STREAMS:
+            source = np.random.SeedSequence(int(seed)).spawn(len(STREAMS))[STREAMS.index(stream)]
+        else:
+            raise ValueError(f"stream must be None or one of {', '.join(STREAMS)}; got {stream!r}")
+        self.generator = np.random.Generator(np.random.PCG64(source))
 
     def normal(self, shape, device, dtype):
         """eps ~ N(0, I) of ``shape``, as an array of ``device`` with ``dtype``."""

@@ -30,9 +30,10 @@ from .data import BINARIZE_MODES, check_data, dynamic_binarize, load_dataset
 from .evaluate import evaluate_elbo
 from .kl import KL_AT_CLAMP
 from .likelihoods import SIGMA_MIN
-from .model import VAE, check_likelihood_args
+from .model import VAE
+from .objectives import ELBO, IWBound
 from .optim import OPTIMIZERS
-from .prior import PRIORS
+from .parts import PRIORS, check_likelihood_options
 from .reparam import LOGVAR_MAX
 from .rng import RNG
 from .schedule import epoch_kl_weight, kl_weight
@@ -147,7 +148,7 @@ class TrainConfig:
             raise ValueError(f"kl_warmup_start must be a finite number >= 0, got {v!r}")
         if self.prior not in PRIORS:
             raise ValueError(f"prior must be one of {', '.join(PRIORS)}; got {self.prior!r}")
-        check_likelihood_args(self.gaussian_variance, self.sigma, self.sigma_min, self.levels)
+        check_likelihood_options(self.likelihood, self.gaussian_variance, self.sigma, self.sigma_min, self.levels)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {self.optimizer!r}")
         if self.dtype not in ("float32", "float64"):
@@ -257,7 +258,7 @@ def train(config=None, log=print, resume=None, **overrides):
                 prior_components=config.prior_components, gaussian_variance=config.gaussian_variance,
                 sigma=config.sigma, sigma_min=config.sigma_min, levels=config.levels)
     optimizer = OPTIMIZERS[config.optimizer](model.params, lr=config.lr)
-    rng = RNG(config.seed)
+    rng = RNG(config.seed, stream="train")                        # independent of the weights' "init" stream
     epoch, step, order, sums, history = 0, 0, None, None, []      # epochs done; batches done in the next one
     if ckpt is not None:
         restore_params(model, ckpt["params"], os.fspath(resume))
@@ -318,11 +319,11 @@ def train(config=None, log=print, resume=None, **overrides):
                 xb = xp.take(x_train_d, idx, axis=0)                     # (B, D)
                 if config.binarize == "dynamic":                         # a fresh Bernoulli(x) sample per batch
                     xb = dynamic_binarize(xb, rng.uniform(tuple(xb.shape), device, config.dtype))
-                k = config.iw_samples                                    # K > 1: eps (K, B, Z), the bound L_K
-                eps = rng.normal(((k,) if k > 1 else ()) + (xb.shape[0], config.z_dim), device, config.dtype)
+                eps = rng.normal((config.iw_samples, xb.shape[0], config.z_dim), device, config.dtype)  # (K, B, Z)
                 weight = kl_weight(epoch, step, steps_per_epoch, config.beta, config.kl_warmup_epochs,
                                    config.kl_warmup_start)               # a pure function of (epoch, step)
-                loss, grads, stats = model.loss_and_grads(xb, eps, weight)
+                objective = IWBound(weight) if config.iw_samples > 1 else ELBO(weight)
+                loss, grads, stats = model.loss_and_grads(xb, eps, objective)
                 optimizer.step(grads)
                 b = xb.shape[0]
                 batch_sums = (loss * b, stats["nll"] * b, stats["kl"] * b)
