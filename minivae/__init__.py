@@ -11,8 +11,9 @@ from .likelihoods import (bernoulli_nll_backward, bernoulli_nll_forward, categor
                           categorical_nll_forward, gaussian_nll_backward, gaussian_nll_forward, level_onehot,
                           variance_floor_backward, variance_floor_forward)
 from .model import VAE
+from .objectives import ELBO, IWBound
 from .optim import SGD, Adam
-from .reparam import reparameterize_backward, reparameterize_forward
+from .reparam import logvar_clamp_backward, logvar_clamp_forward, reparameterize_backward, reparameterize_forward
 from .rng import RNG
 
 __version__ = "0.1.0"

@@ -56,12 +56,14 @@ SPECS = {
     "layers.softplus": Spec((ACT._replace(moderate=(-8.0, 20.0)),), (0,)),
     "layers.relu": Spec((ACT._replace(avoid=1e-3),), (0,)),
     "layers.identity": Spec((ACT,), (0,)),
-    # logvar: any value (clamped above at 40; below, sigma underflows to 0); eps is N(0, 1) noise
+    # the clamp: any logvar; moderate values stay away from its kink at LOGVAR_MAX = 40
+    "reparam.logvar_clamp": Spec((Arg("NZ", FULL, FULL32, (-6.0, 6.0)),), (0,)),
+    # logvar: what the clamp lets through (<= 40; below, sigma underflows to 0); eps is N(0, 1) noise
     "reparam.reparameterize": Spec((Arg("NZ", (-1e100, 1e100), (-1e30, 1e30)),
-                                    Arg("NZ", (-1e300, 1e300), FULL32, (-6.0, 6.0)),
+                                    Arg("NZ", (-1e300, 40.0), (-1e37, 40.0), (-6.0, 6.0)),
                                     Arg("NZ", (-1e6, 1e6), (-1e6, 1e6))), (0, 1)),
     "kl.kl_std_normal": Spec((Arg("NZ", (-1e100, 1e100), (-1e18, 1e18)),
-                              Arg("NZ", (-1e300, 1e300), (-1e37, 1e37), (-6.0, 6.0))), (0, 1)),
+                              Arg("NZ", (-1e300, 40.0), (-1e37, 40.0), (-6.0, 6.0))), (0, 1)),
     "likelihoods.bernoulli_nll": Spec((Arg("ND", kind="unit"), Arg("ND", FULL, FULL32, (-8.0, 8.0))), (1,)),
     "likelihoods.gaussian_nll": None,          # three variants below: logvar (), (D,) and (N, D)
     "likelihoods.variance_floor": Spec((Arg("ND", FULL, FULL32, (-15.0, 8.0)),

@@ -123,11 +123,12 @@ def test_train_and_evaluate_each_likelihood(tmp_path, capsys, flags):
     from minivae.checkpoint import load_model
     model, _ = load_model(out / "checkpoint.npz")
     given = dict(zip(flags[::2], flags[1::2]))
-    assert model.likelihood == given["--likelihood"]
-    assert model.gaussian_variance == given.get("--gaussian-variance", "shared")
-    assert (model.sigma, model.sigma_min, model.levels) == (float(given.get("--sigma", 1.0)),
-                                                            float(given.get("--sigma-min", 1e-3)),
-                                                            int(given.get("--levels", 256)))
+    c = model.config
+    assert c["likelihood"] == given["--likelihood"]
+    assert c["gaussian_variance"] == given.get("--gaussian-variance", "shared")
+    assert (c["sigma"], c["sigma_min"], c["levels"]) == (float(given.get("--sigma", 1.0)),
+                                                         float(given.get("--sigma-min", 1e-3)),
+                                                         int(given.get("--levels", 256)))
 
 
 @pytest.mark.parametrize("flags, needle", [

@@ -23,7 +23,8 @@ from minivae.likelihoods import (bernoulli_nll_backward, bernoulli_nll_forward, 
                                  gaussian_nll_forward)
 from minivae.logsumexp import logsumexp
 from minivae.model import VAE
-from minivae.reparam import LOGVAR_MAX, reparameterize_backward, reparameterize_forward
+from minivae.reparam import (LOGVAR_MAX, logvar_clamp_backward, logvar_clamp_forward, reparameterize_backward,
+                             reparameterize_forward)
 
 pytestmark = pytest.mark.edge
 
@@ -132,19 +133,44 @@ def logvar_grid(dtype):
     return mu, lv
 
 
+def clamped_kl_forward(mu, raw):
+    """The model's path to the KL: the clamp at the encoder head, then the textbook closed form."""
+    lv, clamp_cache = logvar_clamp_forward(raw)
+    kl, kl_cache = kl_std_normal_forward(mu, lv)
+    return kl, (clamp_cache, kl_cache)
+
+
+def clamped_kl_backward(dkl, cache):
+    clamp_cache, kl_cache = cache
+    dmu, dlv = kl_std_normal_backward(dkl, kl_cache)
+    return dmu, logvar_clamp_backward(dlv, clamp_cache)
+
+
+def clamped_reparam_forward(mu, raw, eps):
+    lv, clamp_cache = logvar_clamp_forward(raw)
+    z, rep_cache = reparameterize_forward(mu, lv, eps)
+    return z, (clamp_cache, rep_cache)
+
+
+def clamped_reparam_backward(dz, cache):
+    clamp_cache, rep_cache = cache
+    dmu, dlv = reparameterize_backward(dz, rep_cache)
+    return dmu, logvar_clamp_backward(dlv, clamp_cache)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_reparam_and_kl_at_extreme_logvar(dtype):
-    """logvar {-100, -50, -30, 0, 30, 50, 100} x mu {0, +-1e3}: the KL, z and every gradient are finite in both
-    dtypes, equal the clamped closed form (logvar read as min(logvar, 40)), and beyond the clamp the logvar
-    gradients are exactly 0 (derivations/kl.md#the-clamp, derivations/reparameterization.md#the-clamp).
-    Without the clamp exp(100) overflows float32."""
+    """logvar {-100, -50, -30, 0, 30, 50, 100} x mu {0, +-1e3}, read through the clamp at the encoder head as the
+    model reads it: the KL, z and every gradient are finite in both dtypes, equal the closed form at
+    min(logvar, 40), and beyond the clamp the logvar gradients are exactly 0 (derivations/kl.md#the-clamp,
+    derivations/reparameterization.md#the-clamp). Without the clamp exp(100) overflows float32."""
     mu, lv = logvar_grid(dtype)
     eps = np.full_like(mu, -1.5)
     with np.errstate(over="raise", invalid="raise", divide="raise"):   # exp(-100) may underflow, nothing else
-        kl, kl_cache = kl_std_normal_forward(mu, lv)
-        dmu_kl, dlv_kl = kl_std_normal_backward(np.ones(len(mu), dtype=dtype), kl_cache)
-        z, rep_cache = reparameterize_forward(mu, lv, eps)
-        dmu_rep, dlv_rep = reparameterize_backward(np.full_like(z, 0.5), rep_cache)
+        kl, kl_cache = clamped_kl_forward(mu, lv)
+        dmu_kl, dlv_kl = clamped_kl_backward(np.ones(len(mu), dtype=dtype), kl_cache)
+        z, rep_cache = clamped_reparam_forward(mu, lv, eps)
+        dmu_rep, dlv_rep = clamped_reparam_backward(np.full_like(z, 0.5), rep_cache)
     for a in (kl, dmu_kl, dlv_kl, z, dmu_rep, dlv_rep):
         assert a.dtype == np.dtype(dtype) and np.all(np.isfinite(a))
     for i in range(len(mu)):
@@ -162,16 +188,16 @@ def test_reparam_and_kl_at_extreme_logvar(dtype):
 
 @pytest.mark.parametrize("side", ["below", "above"])
 def test_clamp_gradcheck_near_the_bound(side):
-    """The logvar gradient checks still hold (float64, <= 1e-6) on either side of the clamp, away from it by more
-    than the finite-difference step: below it the ordinary gradient, above it exactly 0 on both sides. (The mu
-    gradient, which the clamp does not touch, is checked at moderate values in tests/test_kl.py: beside a KL of
-    1e16 a step of 1e-5 in mu is lost to rounding.)"""
+    """The logvar gradient checks still hold (float64, <= 1e-6) through the clamp and the KL or the sampler, on
+    either side of the bound, away from it by more than the finite-difference step: below it the ordinary
+    gradient, above it exactly 0 on both sides. (The mu gradient, which the clamp does not touch, is checked at
+    moderate values in tests/test_kl.py: beside a KL of 1e16 a step of 1e-5 in mu is lost to rounding.)"""
     rng = np.random.default_rng(0)
     lo, hi = (LOGVAR_MAX - 10.0, LOGVAR_MAX - 0.01) if side == "below" else (LOGVAR_MAX + 0.01, 100.0)
     mu, lv, eps = rng.standard_normal((3, 4)), rng.uniform(lo, hi, (3, 4)), rng.standard_normal((3, 4))
-    kl_check = check_backward(kl_std_normal_forward, lambda d, c: kl_std_normal_backward(d, c)[1], (mu, lv), wrt=(1,))
-    rep_check = check_backward(reparameterize_forward, lambda d, c: reparameterize_backward(d, c)[1], (mu, lv, eps),
-                               wrt=(1,))
+    kl_check = check_backward(clamped_kl_forward, lambda d, c: clamped_kl_backward(d, c)[1], (mu, lv), wrt=(1,))
+    rep_check = check_backward(clamped_reparam_forward, lambda d, c: clamped_reparam_backward(d, c)[1],
+                               (mu, lv, eps), wrt=(1,))
     assert max(kl_check + rep_check) <= 1e-6, (kl_check, rep_check)
 
 

@@ -27,6 +27,7 @@ from minivae.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from minivae.cli import main
 from minivae.data import load_dataset
 from minivae.model import VAE
+from minivae.rng import RNG
 from minivae.train import TrainingError, train
 
 pytestmark = pytest.mark.fault
@@ -62,7 +63,7 @@ def test_a_batch_holding_nan_names_its_step(good_run, monkeypatch):
     data.x_train[100, 5] = np.nan
     monkeypatch.setattr(train_module, "load_dataset", lambda *a: data)
     monkeypatch.setattr(train_module, "check_data", lambda *a: None)
-    order = np.random.Generator(np.random.PCG64(0)).permutation(len(data.x_train))   # epoch 1's order, seed 0
+    order = RNG(0, stream="train").permutation(len(data.x_train))     # epoch 1's order, seed 0
     step = int(np.flatnonzero(order == 100)[0]) // 100 + 1
     with np.errstate(all="ignore"), pytest.raises(TrainingError) as e:
         train(out=str(good_run[0]), epochs=1, **QUICK)
@@ -76,8 +77,8 @@ def test_a_nan_loss_names_its_step(good_run, monkeypatch):
     """The loss alone made NaN at the 7th call (parameters untouched): the step and the cause."""
     real, calls = VAE.loss_and_grads, []
 
-    def nan_at_7(self, x, eps, beta=1.0):
-        loss, grads, stats = real(self, x, eps, beta)
+    def nan_at_7(self, x, eps, objective=None):
+        loss, grads, stats = real(self, x, eps, objective)
         calls.append(1)
         return (loss * np.nan if len(calls) == 7 else loss), grads, stats
 

@@ -9,6 +9,7 @@ import scipy.stats
 from minivae.backend import to_host
 from minivae.gradcheck import directional_check, numerical_gradient, rel_error
 from minivae.model import VAE
+from minivae.objectives import ELBO, IWBound
 
 CONFIGS = [
     dict(x_dim=5, z_dim=2, hidden=(), activation="tanh", likelihood="bernoulli"),
@@ -53,11 +54,11 @@ def test_loss_and_grads_gradcheck(config, beta):
     model = VAE(**config, dtype="float64", seed=3)
     perturb_params(model, 4)
     x, eps = make_batch(model, 7, 5)
-    loss, grads, _ = model.loss_and_grads(x, eps, beta)
+    loss, grads, _ = model.loss_and_grads(x, eps, ELBO(beta))
     assert set(grads) == set(model.params)
     for name, p in model.params.items():
         assert grads[name].shape == p.shape and grads[name].dtype == p.dtype, name
-        num = numerical_gradient(lambda: model.loss_and_grads(x, eps, beta)[0], p, np.array(1.0))
+        num = numerical_gradient(lambda: model.loss_and_grads(x, eps, ELBO(beta))[0], p, np.array(1.0))
         err = rel_error(grads[name], num)
         assert err <= 1e-6, (name, err)
 
@@ -88,8 +89,9 @@ def test_loss_and_grads_directional_check():
 def reference_loss(model, x, eps, beta):
     """The negative ELBO computed independently: plain NumPy layers, scipy.stats densities."""
     p = {k: to_host(v) for k, v in model.params.items()}
+    c = model.config
     act = {"tanh": np.tanh, "relu": lambda a: np.maximum(a, 0), "sigmoid": scipy.special.expit,
-           "softplus": lambda a: np.log1p(np.exp(a)), "identity": lambda a: a}[model.activation]
+           "softplus": lambda a: np.log1p(np.exp(a)), "identity": lambda a: a}[c["activation"]]
 
     def mlp(h, prefix):
         for i in range(len(model.hidden)):
@@ -102,20 +104,20 @@ def reference_loss(model, x, eps, beta):
     z = mu + sigma * eps
     h = mlp(z, "dec")
     out = h @ p["dec.out.W"] + p["dec.out.b"]
-    if model.likelihood == "bernoulli":
+    if c["likelihood"] == "bernoulli":
         log_px = (x * scipy.special.log_expit(out) + (1 - x) * scipy.special.log_expit(-out)).sum(axis=1)
-    elif model.likelihood == "categorical":                   # level k = round(x (L - 1)), L logits per pixel
-        L = model.levels
+    elif c["likelihood"] == "categorical":                    # level k = round(x (L - 1)), L logits per pixel
+        L = c["levels"]
         k = np.rint(x * (L - 1)).astype(int)
         logp = scipy.special.log_softmax(out.reshape(len(x), model.x_dim, L), axis=2)
         log_px = np.take_along_axis(logp, k[..., None], axis=2)[..., 0].sum(axis=1)
     else:                                                     # variance: sigma^2, or sigma_min^2 + exp(raw)
-        if model.gaussian_variance == "fixed":
-            var = model.sigma**2
-        elif model.gaussian_variance == "per-element":
-            var = model.sigma_min**2 + np.exp(h @ p["dec.logvar.W"] + p["dec.logvar.b"])
+        if c["gaussian_variance"] == "fixed":
+            var = c["sigma"]**2
+        elif c["gaussian_variance"] == "per-element":
+            var = c["sigma_min"]**2 + np.exp(h @ p["dec.logvar.W"] + p["dec.logvar.b"])
         else:
-            var = model.sigma_min**2 + np.exp(p["dec.logvar"])
+            var = c["sigma_min"]**2 + np.exp(p["dec.logvar"])
         log_px = scipy.stats.norm.logpdf(x, out, np.sqrt(var)).sum(axis=1)
     # KL(q || p) as E_q[log q - log p] is not what we want to Monte Carlo here; use scipy's entropy identity:
     # KL = -H(q) - E_q[log p(z)] with both terms in closed form per dimension.
@@ -130,7 +132,7 @@ def test_loss_matches_independent_reference(device, config):
     model = VAE(**config, dtype="float64", device=device, seed=3)
     perturb_params(model, 4)
     x, eps = make_batch(model, 9, 5)
-    loss, _, stats = model.loss_and_grads(x, eps, 0.7)
+    loss, _, stats = model.loss_and_grads(x, eps, ELBO(0.7))
     ref_loss, ref_nll, ref_kl = reference_loss(model, to_host(x), to_host(eps), 0.7)
     np.testing.assert_allclose(float(to_host(loss)), ref_loss, rtol=1e-12)
     np.testing.assert_allclose(float(to_host(stats["nll"])), ref_nll, rtol=1e-12)
@@ -208,11 +210,19 @@ def test_constructor_rejects_bad_arguments(kwargs, name):
         VAE(**args)
 
 
+@pytest.mark.parametrize("objective", [ELBO, IWBound])
 @pytest.mark.parametrize("beta", [-1.0, float("nan"), float("inf"), "1"])
-def test_bad_beta_is_rejected(beta):
-    model = VAE(6, 2, hidden=(3,), dtype="float64")
+def test_bad_beta_is_rejected(beta, objective):
     with pytest.raises(ValueError, match="beta"):
-        model.loss_and_grads(np.zeros((2, 6)), np.zeros((2, 2)), beta)
+        objective(beta)
+
+
+@pytest.mark.parametrize("objective", [0.5, "iw"])
+def test_the_objective_is_an_objective_not_a_number(objective):
+    """The objective is explicit: a bare beta (the old third argument) is refused, naming the argument."""
+    model = VAE(6, 2, hidden=(3,), dtype="float64")
+    with pytest.raises(ValueError, match="objective must be"):
+        model.loss_and_grads(np.zeros((2, 6)), np.zeros((2, 2)), objective)
 
 
 @pytest.mark.parametrize("kwargs, decoder_params", [
@@ -231,14 +241,14 @@ def test_likelihood_params_decode_and_config_round_trip(kwargs, decoder_params):
     shapes = {k: tuple(v.shape) for k, v in model.params.items() if k.startswith("dec.") and not k[4].isdigit()}
     assert shapes == decoder_params
     z = np.random.default_rng(0).standard_normal((3, 2))
-    out = model.decode(z)
-    if model.likelihood == "gaussian":
-        expected = {"fixed": (), "shared": (), "per-dim": (10,), "per-element": (3, 10)}[model.gaussian_variance]
+    out, c = model.decode(z), model.config
+    if c["likelihood"] == "gaussian":
+        expected = {"fixed": (), "shared": (), "per-dim": (10,), "per-element": (3, 10)}[c["gaussian_variance"]]
         assert out["mean"].shape == (3, 10) and out["logvar"].shape == expected
-        assert np.all(out["logvar"] >= 2 * np.log(model.sigma if model.gaussian_variance == "fixed"
-                                                  else model.sigma_min))
+        assert np.all(out["logvar"] >= 2 * np.log(c["sigma"] if c["gaussian_variance"] == "fixed"
+                                                  else c["sigma_min"]))
     else:
-        assert out["logits"].shape == ((3, 10, 17) if model.likelihood == "categorical" else (3, 10))
+        assert out["logits"].shape == ((3, 10, 17) if c["likelihood"] == "categorical" else (3, 10))
     rebuilt = VAE(**model.config)
     assert rebuilt.config == model.config
     assert {k: v.shape for k, v in rebuilt.params.items()} == {k: v.shape for k, v in model.params.items()}
@@ -270,7 +280,7 @@ def test_mog_prior_gradcheck(config):
     """The ELBO with the mixture prior and its sampled KL: every parameter, the prior's included."""
     model = prior_model(config, "mog")
     x, eps = make_batch(model, 5, 5)
-    gradcheck_all(model, lambda: model.loss_and_grads(x, eps, 0.7))
+    gradcheck_all(model, lambda: model.loss_and_grads(x, eps, ELBO(0.7)))
 
 
 @pytest.mark.parametrize("prior", ["normal", "mog"])
@@ -281,19 +291,19 @@ def test_iw_loss_and_grads_gradcheck(config, k, prior):
     model = prior_model(config, prior)
     x, _ = make_batch(model, 4, 5)
     eps = model.device.asarray(np.random.default_rng(6).standard_normal((k, 4, model.z_dim)))
-    gradcheck_all(model, lambda: model.loss_and_grads(x, eps, 1.0 if k == 3 else 0.6))
+    gradcheck_all(model, lambda: model.loss_and_grads(x, eps, IWBound(1.0 if k == 3 else 0.6)))
 
 
 def test_iw_and_mog_gradcheck_on_strict_device():
     model = prior_model(CONFIGS[1], "mog", device="strict")
     x, _ = make_batch(model, 3, 5)
     eps = model.device.asarray(np.random.default_rng(6).standard_normal((2, 3, model.z_dim)))
-    gradcheck_all(model, lambda: model.loss_and_grads(x, eps))
+    gradcheck_all(model, lambda: model.loss_and_grads(x, eps, IWBound()))
 
 
 def scipy_log_prior(model, z):
     """log p(z) from scipy: N(0, I), or the mixture as a logsumexp of weighted multivariate normal densities."""
-    if model.prior == "normal":
+    if model.config["prior"] == "normal":
         return scipy.stats.norm.logpdf(z).sum(axis=1)
     logits, mu, logvar = (to_host(model.params[f"prior.{k}"]) for k in ("logits", "mu", "logvar"))
     log_pi = logits - scipy.special.logsumexp(logits)
@@ -314,7 +324,7 @@ def sampled_kl_reference(model, x, eps):
 def test_mog_loss_matches_independent_reference(device, config):
     model = prior_model(config, "mog", device=device)
     x, eps = make_batch(model, 6, 5)
-    loss, _, stats = model.loss_and_grads(x, eps, 0.7)
+    loss, _, stats = model.loss_and_grads(x, eps, ELBO(0.7))
     _, ref_nll, _ = reference_loss(model, to_host(x), to_host(eps), 0.7)      # its NLL part, from plain NumPy
     ref_kl = np.mean(sampled_kl_reference(model, x, eps))
     np.testing.assert_allclose(float(to_host(stats["kl"])), ref_kl, rtol=1e-11)
@@ -330,18 +340,18 @@ def test_iw_at_k_1_is_the_elbo_with_the_sampled_kl(prior):
     fixed at N(0, I), whose ELBO loss has the sampled KL."""
     model = prior_model(CONFIGS[1], prior, components=1)
     x, eps = make_batch(model, 5, 5)
-    loss1, grads1, stats1 = model.loss_and_grads(x, eps[None, ...], 0.8)
+    loss1, grads1, stats1 = model.loss_and_grads(x, eps[None, ...], IWBound(0.8))
     nll, _ = model.elbo_terms(x, eps)
     expected = np.mean(to_host(nll) + 0.8 * sampled_kl_reference(model, x, eps))
     np.testing.assert_allclose(float(to_host(loss1)), expected, rtol=1e-12)
     if prior == "mog":
-        ref_loss, ref_grads, _ = model.loss_and_grads(x, eps, 0.8)
+        ref_loss, ref_grads, _ = model.loss_and_grads(x, eps, ELBO(0.8))
     else:
         ref_model = VAE(**{**model.config, "prior": "mog", "prior_components": 1}, seed=3)
         ref_model.params.update({k: v.copy() for k, v in model.params.items()})
         ref_model.params.update({"prior.logits": np.zeros(1), "prior.mu": np.zeros((1, model.z_dim)),
                                  "prior.logvar": np.zeros((1, model.z_dim))})
-        ref_loss, ref_grads, _ = ref_model.loss_and_grads(x, eps, 0.8)
+        ref_loss, ref_grads, _ = ref_model.loss_and_grads(x, eps, ELBO(0.8))
     np.testing.assert_allclose(float(to_host(loss1)), float(to_host(ref_loss)), rtol=1e-13)
     for name, g in grads1.items():
         np.testing.assert_allclose(g, ref_grads[name], rtol=1e-10, atol=1e-14, err_msg=name)
@@ -359,9 +369,9 @@ def test_iw_loss_matches_iw_bound_per_example(prior):
     eps = RNG(9).normal((k, 4, model.z_dim), model.device, "float64")
     per_example = iw_bound(model, x, k=k, seed=9)["per_example"]
     for n in range(4):
-        loss, _, _ = model.loss_and_grads(x[n:n + 1], eps[:, n:n + 1])
+        loss, _, _ = model.loss_and_grads(x[n:n + 1], eps[:, n:n + 1], IWBound())
         np.testing.assert_allclose(-float(to_host(loss)), per_example[n], rtol=1e-12)
-    loss, _, _ = model.loss_and_grads(x, eps)
+    loss, _, _ = model.loss_and_grads(x, eps, IWBound())
     np.testing.assert_allclose(-float(to_host(loss)), np.mean(per_example), rtol=1e-12)
 
 
@@ -371,8 +381,8 @@ def test_iw_gradient_is_the_weighted_sum_of_per_sample_gradients():
     model = prior_model(CONFIGS[2], "mog")
     x, _ = make_batch(model, 1, 5)
     eps = model.device.asarray(np.random.default_rng(6).standard_normal((4, 1, model.z_dim)))
-    _, grads, _ = model.loss_and_grads(x, eps)
-    singles = [model.loss_and_grads(x, eps[i:i + 1]) for i in range(4)]
+    _, grads, _ = model.loss_and_grads(x, eps, IWBound())
+    singles = [model.loss_and_grads(x, eps[i:i + 1], IWBound()) for i in range(4)]
     w_tilde = scipy.special.softmax([-float(to_host(loss)) for loss, _, _ in singles])
     for name, g in grads.items():
         expected = sum(w * single[1][name] for w, single in zip(w_tilde, singles))
@@ -387,7 +397,7 @@ def test_prior_params_config_and_sampling():
     assert all(np.array_equal(plain.params[k], model.params[k]) for k in plain.params)   # weights unchanged
     assert np.std(model.params["prior.mu"]) > 0.3 and np.all(model.params["prior.logvar"] == 0)
     rebuilt = VAE(**model.config)
-    assert rebuilt.config == model.config and rebuilt.prior == "mog" and rebuilt.prior_components == 4
+    assert rebuilt.config == model.config and (rebuilt.config["prior"], rebuilt.config["prior_components"]) == ("mog", 4)
     from minivae.rng import RNG
     z = model.sample_prior(1000, RNG(0))
     assert z.shape == (1000, 3) and np.array_equal(z, model.sample_prior(1000, RNG(0)))
@@ -408,3 +418,45 @@ def test_iw_rejects_bad_noise(shape, message):
     model = VAE(6, 2, hidden=(3,), dtype="float64")
     with pytest.raises(ValueError, match=message):
         model.loss_and_grads(np.zeros((3, 6)), np.zeros(shape))
+
+
+# ---- one chain for every objective; the clamp at the head --------------------------------------------------------
+
+@pytest.mark.parametrize("config", [CONFIGS[1], CONFIGS[7], CONFIGS[9]], ids=config_id)
+def test_elbo_over_k_samples_is_the_mean_of_k_single_sample_losses(config):
+    """ELBO with eps (K, N, Z) runs the one chain over K*N rows: its loss and every gradient equal the mean of the
+    K one-sample losses and gradients, and its gradients pass the finite-difference check."""
+    model = VAE(**config, dtype="float64", seed=3)
+    perturb_params(model, 4)
+    x, _ = make_batch(model, 4, 5)
+    eps = np.random.default_rng(7).standard_normal((3, 4, model.z_dim))
+    loss, grads, _ = model.loss_and_grads(x, eps, ELBO(0.6))
+    singles = [model.loss_and_grads(x, eps[i], ELBO(0.6)) for i in range(3)]
+    np.testing.assert_allclose(loss, np.mean([s_[0] for s_ in singles]), rtol=1e-13)
+    for name, g in grads.items():
+        np.testing.assert_allclose(g, np.mean([s_[1][name] for s_ in singles], axis=0), rtol=1e-10, atol=1e-15,
+                                   err_msg=name)
+    gradcheck_all(model, lambda: model.loss_and_grads(x, eps, ELBO(0.6)))
+
+
+def test_the_logvar_clamp_is_applied_once_at_the_head():
+    """With enc.logvar.b = 50 every log-variance is beyond LOGVAR_MAX = 40: the encoder reports 40, the loss is the
+    closed form at 40 (finite in float32 too), the log-variance head gets exactly zero gradient (the clamp is
+    flat), and the one-sample ELBO terms and the log-weights read the same clamped q (derivations/
+    reparameterization.md#the-clamp)."""
+    for dtype in ("float64", "float32"):
+        model = VAE(5, 2, hidden=(3,), dtype=dtype, seed=1)
+        model.params["enc.logvar.W"][...] = 0.0
+        model.params["enc.logvar.b"][...] = 50.0
+        x, eps = (a.astype(dtype) for a in make_batch(model, 4, 2))
+        mu, logvar = model.encode(x)
+        assert np.all(logvar == 40.0)
+        loss, grads, stats = model.loss_and_grads(x, eps)
+        assert np.isfinite(loss) and np.all(grads["enc.logvar.W"] == 0) and np.all(grads["enc.logvar.b"] == 0)
+        kl40 = 0.5 * np.sum(np.exp(40.0) + np.asarray(mu, np.float64) ** 2 - 1.0 - 40.0, axis=1)
+        np.testing.assert_allclose(stats["kl"], np.mean(kl40), rtol=1e-6)
+        nll, kl = model.elbo_terms(x, eps)
+        log_w = model.log_weights(x, eps[None, ...])                      # sampled KL: log q - log p at z
+        z = np.asarray(mu, np.float64) + np.exp(20.0) * np.asarray(eps, np.float64)
+        log_q = scipy.stats.norm.logpdf(z, np.asarray(mu, np.float64), np.exp(20.0)).sum(axis=1)
+        np.testing.assert_allclose(-log_w[0] - nll, log_q - scipy.stats.norm.logpdf(z).sum(axis=1), rtol=1e-5)

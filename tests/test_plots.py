@@ -78,13 +78,13 @@ def assert_panel_drawn(pixels, at_least=20):
 
 
 def spy_decode(model, monkeypatch):
-    """Record every z (host copy) the model decodes."""
-    seen, decode = [], model.decode
+    """Record every z (host copy) whose decoder mean the model computes (the pictures' images)."""
+    seen, decoder_mean = [], model.decoder_mean
 
     def recording(z):
         seen.append(to_host(z))
-        return decode(z)
-    monkeypatch.setattr(model, "decode", recording)
+        return decoder_mean(z)
+    monkeypatch.setattr(model, "decoder_mean", recording)
     return seen
 
 

@@ -1,12 +1,13 @@
 """Tests for minivae/reparam.py: the sampler's distribution (statistically) and its backward (finite
-differences, float64, <= 1e-6)."""
+differences, float64, <= 1e-6), and the log-variance clamp."""
 import numpy as np
 import pytest
 import scipy.stats
 
 from minivae.backend import to_host
 from minivae.gradcheck import check_backward
-from minivae.reparam import reparameterize_backward, reparameterize_forward
+from minivae.reparam import (LOGVAR_MAX, logvar_clamp_backward, logvar_clamp_forward, reparameterize_backward,
+                             reparameterize_forward)
 from minivae.rng import RNG
 
 
@@ -41,3 +42,16 @@ def test_reparameterize_is_deterministic_given_eps(device, rng):
     z2, _ = reparameterize_forward(*(device.asarray(a) for a in (mu, logvar, eps)))
     np.testing.assert_array_equal(to_host(z1), to_host(z2))
     np.testing.assert_allclose(to_host(z1), mu + np.exp(logvar / 2) * eps, rtol=1e-14)
+
+
+def test_logvar_clamp_is_min_with_a_flat_gradient_beyond_the_bound(device):
+    """min(logvar, 40) forward; backward passes dout where logvar <= 40 and 0 beyond (the bound itself is inside:
+    the derivative from the left); NaN stays NaN (derivations/reparameterization.md#the-clamp)."""
+    raw = np.array([[-1e300, -3.0, 39.99, LOGVAR_MAX], [LOGVAR_MAX + 1e-9, 50.0, 1e300, np.nan]])
+    out, cache = logvar_clamp_forward(device.asarray(raw))
+    expected = np.array([[-1e300, -3.0, 39.99, 40.0], [40.0, 40.0, 40.0, np.nan]])
+    np.testing.assert_array_equal(to_host(out), expected)
+    dout = np.arange(1.0, 9.0).reshape(2, 4)
+    np.testing.assert_array_equal(to_host(logvar_clamp_backward(device.asarray(dout), cache)),
+                                  [[1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 0.0, 8.0]])
+

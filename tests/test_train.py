@@ -192,7 +192,7 @@ def test_resume_with_warmup_iw_and_mog_is_bitwise_identical(tmp_path, monkeypatc
     saved = load_checkpoint(ckpt)
     assert {k: saved["train"][k] for k in NEW_OPTIONS} == NEW_OPTIONS
     model, _ = load_model(ckpt)
-    assert (model.prior, model.prior_components) == ("mog", 3)
+    assert (model.config["prior"], model.config["prior_components"]) == ("mog", 3)
     assert all(np.array_equal(np.asarray(model.params[k]), b[k]) for k in b)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from ..backend import array_namespace, to_host
 from ..layers import sigmoid_forward, softplus_forward
 from ..likelihoods import bernoulli_nll_backward, bernoulli_nll_forward
-from ..mlp import dense_backward, dense_forward, init_dense
+from ..mlp import Dense
 
 
 class Bernoulli:
@@ -22,14 +22,15 @@ class Bernoulli:
     row_width = 1                  # decoder values per pixel (the evaluation's memory budget reads it)
 
     def __init__(self, x_dim, h_dim, device, dtype):
-        self.x_dim, self.h_dim = x_dim, h_dim
+        self.x_dim = x_dim
+        self.head = Dense("dec.out", h_dim, x_dim)                         # h -> logits a
 
     def init_params(self, rng, gain):
-        return init_dense(rng, "dec.out", self.h_dim, self.x_dim, gain)
+        return self.head.init_params(rng, gain)
 
     def forward(self, params, h, x):
         """h: (N, H), x: (N, D) -> nll (N,), cache.  Steps 2 then 1 of derivations/elbo.md#whole-model-backward"""
-        logits, head_cache = dense_forward(params, "dec.out", h)          # (N, D)
+        logits, head_cache = self.head.forward(params, h)                 # (N, D)
         nll, nll_cache = bernoulli_nll_forward(x, logits)                 # (N,)
         return nll, (head_cache, nll_cache)
 
@@ -37,11 +38,11 @@ class Bernoulli:
         """dnll: (N,) -> dh (N, H); writes the head's grads."""
         head_cache, nll_cache = cache
         dlogits = bernoulli_nll_backward(dnll, nll_cache)                  # Step 1: (N, D)
-        return dense_backward(dlogits, head_cache, grads, "dec.out")      # Step 2: (N, H)
+        return self.head.backward(dlogits, head_cache, grads)             # Step 2: (N, H)
 
     def decode(self, params, h):
         """The distribution's parameters: {"logits": (N, D)}."""
-        logits, _ = dense_forward(params, "dec.out", h)
+        logits, _ = self.head.forward(params, h)
         return {"logits": logits}
 
     def mean(self, params, h):

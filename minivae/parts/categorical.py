@@ -10,7 +10,7 @@ import numpy as np
 
 from ..backend import array_namespace, to_host
 from ..likelihoods import categorical_nll_backward, categorical_nll_forward, level_onehot, log_softmax
-from ..mlp import dense_backward, dense_forward, init_dense
+from ..mlp import Dense
 
 
 class Categorical:
@@ -20,16 +20,17 @@ class Categorical:
     unit_interval = True
 
     def __init__(self, x_dim, h_dim, device, dtype, levels):
-        self.x_dim, self.h_dim, self.levels = x_dim, h_dim, levels
+        self.x_dim, self.levels = x_dim, levels
+        self.head = Dense("dec.out", h_dim, x_dim * levels)                 # h -> L logits per pixel
         self.row_width = levels                                              # L logits per pixel
         self.grid = device.asarray(np.arange(levels), dtype=dtype)           # (L,): 0 .. L-1, made once
 
     def init_params(self, rng, gain):
-        return init_dense(rng, "dec.out", self.h_dim, self.x_dim * self.levels, gain)
+        return self.head.init_params(rng, gain)
 
     def _logits(self, params, h):
         xp = array_namespace(h)
-        a, head_cache = dense_forward(params, "dec.out", h)                  # (N, D L)
+        a, head_cache = self.head.forward(params, h)                         # (N, D L)
         return xp.reshape(a, (a.shape[0], self.x_dim, self.levels)), head_cache   # (N, D, L)
 
     def forward(self, params, h, x):
@@ -42,7 +43,7 @@ class Categorical:
         da = categorical_nll_backward(dnll, nll_cache)                        # Step 1: (N, D, L)
         xp = array_namespace(da)
         da = xp.reshape(da, (da.shape[0], self.x_dim * self.levels))         # (N, D L)
-        return dense_backward(da, head_cache, grads, "dec.out")              # Step 2: (N, H)
+        return self.head.backward(da, head_cache, grads)                     # Step 2: (N, H)
 
     def decode(self, params, h):
         """{"logits": (N, D, L)}."""

@@ -6,7 +6,7 @@ Parameters: enc.mu.W, enc.mu.b (H, Z), (Z,); enc.logvar.W, enc.logvar.b (H, Z), 
 Derivation: derivations/elbo.md#whole-model-backward (Steps 4-5), derivations/reparameterization.md.
 Tests: tests/test_model.py, tests/test_evaluate.py.
 """
-from ..mlp import dense_backward, dense_forward, init_dense
+from ..mlp import Dense
 from ..prior import diag_normal_log_prob
 from ..reparam import logvar_clamp_backward, logvar_clamp_forward, reparameterize_backward, reparameterize_forward
 
@@ -15,16 +15,16 @@ class DiagonalGaussian:
     """q(z|x) = N(mu, diag exp(logvar)) from the encoder's features h: (N, H)."""
 
     def __init__(self, h_dim, z_dim):
-        self.h_dim, self.z_dim = h_dim, z_dim
+        self.mu_head = Dense("enc.mu", h_dim, z_dim)                            # h -> mu
+        self.logvar_head = Dense("enc.logvar", h_dim, z_dim)                    # h -> logvar, before the clamp
 
     def init_params(self, rng, gain):
-        return {**init_dense(rng, "enc.mu", self.h_dim, self.z_dim, gain),
-                **init_dense(rng, "enc.logvar", self.h_dim, self.z_dim, gain)}
+        return {**self.mu_head.init_params(rng, gain), **self.logvar_head.init_params(rng, gain)}
 
     def forward(self, params, h):
         """h: (N, H) -> (mu, logvar), both (N, Z), logvar clamped at LOGVAR_MAX; and the cache."""
-        mu, mu_cache = dense_forward(params, "enc.mu", h)                       # (N, Z)
-        raw, lv_cache = dense_forward(params, "enc.logvar", h)                  # (N, Z)
+        mu, mu_cache = self.mu_head.forward(params, h)                          # (N, Z)
+        raw, lv_cache = self.logvar_head.forward(params, h)                     # (N, Z)
         logvar, clamp_cache = logvar_clamp_forward(raw)                         # min(raw, LOGVAR_MAX)
         return (mu, logvar), (mu_cache, lv_cache, clamp_cache)
 
@@ -33,8 +33,8 @@ class DiagonalGaussian:
         derivations/elbo.md#whole-model-backward (Step 5)"""
         mu_cache, lv_cache, clamp_cache = cache
         draw = logvar_clamp_backward(dlogvar, clamp_cache)                      # 0 beyond the clamp
-        dh_mu = dense_backward(dmu, mu_cache, grads, "enc.mu")                  # (N, H)
-        dh_logvar = dense_backward(draw, lv_cache, grads, "enc.logvar")         # (N, H)
+        dh_mu = self.mu_head.backward(dmu, mu_cache, grads)                     # (N, H)
+        dh_logvar = self.logvar_head.backward(draw, lv_cache, grads)            # (N, H)
         return dh_mu + dh_logvar
 
     def rsample_forward(self, mu, logvar, eps):

@@ -19,7 +19,7 @@ import numpy as np
 from ..backend import array_namespace, to_host
 from ..likelihoods import (LOG_2PI, gaussian_nll_backward, gaussian_nll_forward, variance_floor_backward,
                            variance_floor_forward)
-from ..mlp import dense_backward, dense_forward, init_dense
+from ..mlp import Dense
 
 GAUSSIAN_VARIANCES = ("shared", "fixed", "per-dim", "per-element")
 
@@ -44,14 +44,16 @@ class Gaussian:
 
     def __init__(self, x_dim, h_dim, device, dtype, gaussian_variance, sigma, sigma_min):
         check_options(gaussian_variance, sigma, sigma_min)
-        self.x_dim, self.h_dim = x_dim, h_dim
+        self.x_dim = x_dim
+        self.head = Dense("dec.out", h_dim, x_dim)                                 # h -> mean
+        self.logvar_head = Dense("dec.logvar", h_dim, x_dim)                       # h -> raw l (per-element)
         self.variance, self.sigma_min = gaussian_variance, float(sigma_min)
         self.fixed_logvar = device.asarray(2.0 * math.log(sigma), dtype=dtype)     # (): "fixed" only
 
     def init_params(self, rng, gain):
-        params = init_dense(rng, "dec.out", self.h_dim, self.x_dim, gain)
+        params = self.head.init_params(rng, gain)
         if self.variance == "per-element":
-            params.update(init_dense(rng, "dec.logvar", self.h_dim, self.x_dim, gain))
+            params.update(self.logvar_head.init_params(rng, gain))
         elif self.variance != "fixed":
             params["dec.logvar"] = np.zeros(() if self.variance == "shared" else (self.x_dim,))
         return params
@@ -62,14 +64,14 @@ class Gaussian:
         if self.variance == "fixed":
             return self.fixed_logvar, None                                        # ()
         if self.variance == "per-element":
-            raw, head_cache = dense_forward(params, "dec.logvar", h)              # (N, D): the second head
+            raw, head_cache = self.logvar_head.forward(params, h)                 # (N, D): the second head
         else:
             raw, head_cache = params["dec.logvar"], None                          # () or (D,)
         logvar, floor_cache = variance_floor_forward(raw, self.sigma_min)
         return logvar, (head_cache, floor_cache)
 
     def forward(self, params, h, x):
-        mean, mean_cache = dense_forward(params, "dec.out", h)                    # (N, D)
+        mean, mean_cache = self.head.forward(params, h)                           # (N, D)
         logvar, lv_cache = self._logvar_forward(params, h)                        # (), (D,) or (N, D)
         nll, nll_cache = gaussian_nll_forward(x, mean, logvar)                    # (N,)
         return nll, (mean_cache, lv_cache, nll_cache)
@@ -79,7 +81,7 @@ class Gaussian:
         derivations/likelihoods.md#gaussian-backward, #variance-floor-backward, #per-element-variance"""
         mean_cache, lv_cache, nll_cache = cache
         dmean, dlogvar = gaussian_nll_backward(dnll, nll_cache)                   # Step 1: (N, D), logvar's shape
-        dh = dense_backward(dmean, mean_cache, grads, "dec.out")                  # Step 2: (N, H)
+        dh = self.head.backward(dmean, mean_cache, grads)                         # Step 2: (N, H)
         if self.variance == "fixed":
             return dh
         head_cache, floor_cache = lv_cache
@@ -87,12 +89,12 @@ class Gaussian:
         if self.variance != "per-element":
             grads["dec.logvar"] = draw                                            # () or (D,)
             return dh
-        return dh + dense_backward(draw, head_cache, grads, "dec.logvar")       # h feeds both heads: they add
+        return dh + self.logvar_head.backward(draw, head_cache, grads)          # h feeds both heads: they add
 
     def decode(self, params, h):
         """{"mean": (N, D), "logvar": the log-variance used, after the floor: () fixed or shared, (D,) per-dim,
         (N, D) per-element}."""
-        mean, _ = dense_forward(params, "dec.out", h)
+        mean, _ = self.head.forward(params, h)
         return {"mean": mean, "logvar": self._logvar_forward(params, h)[0]}
 
     def mean(self, params, h):
