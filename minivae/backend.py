@@ -4,9 +4,10 @@ Every op finds its array module from its arguments (CuPy's ``get_array_module``;
 ``__array_namespace__``): NumPy arrays run on NumPy, CuPy arrays on CuPy, array-API arrays (for example
 ``array_api_strict`` on its non-default device) on their own namespace. Array type in equals array type out.
 
-Ops never move data. Moving data is explicit and lives here: ``Device.asarray`` and ``from_host``
-(host -> device) and ``to_host`` (device -> host). Nothing else in minivae calls ``np.asarray``, ``float()`` or ``.item()`` on an
-array that may live on a device.
+Ops never move data. Moving data is explicit and lives in this one module. Host -> device has two paths:
+``Device.asarray`` (onto a named device: parameters, data, noise) and ``from_host`` (onto the device of a given
+array: the gradient checks' upstream gradients and directions). Device -> host has one: ``to_host``. Nothing else in
+minivae calls ``np.asarray``, ``float()`` or ``.item()`` on an array that may live on a device.
 """
 import numpy as np
 
@@ -90,7 +91,8 @@ def from_host(a, like):
 class Device:
     """Where arrays live: a name, the array module ``xp`` and its device handle.
 
-    ``Device.asarray(host_array)`` is the only host-to-device path in minivae.
+    ``Device.asarray(host_array)`` moves host data onto this device; with ``from_host`` (which follows an existing
+    array instead of naming a device), one of the two host-to-device paths in minivae.
     """
 
     def __init__(self, name, xp, handle=None):

@@ -28,8 +28,10 @@ from minivae.layers import (identity_backward, identity_forward, linear_backward
 from minivae.likelihoods import (SIGMA_MIN, bernoulli_nll_backward, bernoulli_nll_forward, gaussian_nll_backward,
                                  gaussian_nll_forward)
 from minivae.model import VAE
+from minivae.objectives import ELBO, IWBound
 from minivae.optim import SGD, Adam
-from minivae.reparam import reparameterize_backward, reparameterize_forward
+from minivae.reparam import (LOGVAR_MAX, logvar_clamp_backward, logvar_clamp_forward, reparameterize_backward,
+                             reparameterize_forward)
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTES_DIR = ROOT / "derivations"
@@ -230,9 +232,10 @@ def test_tests_named_by_notes_exist():
 
 
 def test_links_from_code_to_notes_resolve():
-    """Every derivations/<note>.md[#anchor] in minivae/*.py (docstrings and comments) and the top README."""
+    """Every derivations/<note>.md[#anchor] in minivae/**/*.py, parts/ included (docstrings and comments), and the
+    top README."""
     problems = []
-    sources = sorted(PKG_DIR.glob("*.py")) + [p for p in (ROOT / "README.md",) if p.is_file()]
+    sources = sorted(PKG_DIR.rglob("*.py")) + [p for p in (ROOT / "README.md",) if p.is_file()]
     for src in sources:
         for lineno, line in enumerate(src.read_text(encoding="utf-8").splitlines(), 1):
             for m in NOTE_LINK.finditer(line):
@@ -499,6 +502,27 @@ def test_score_function_variance_claims(c):
     assert moment(lambda t: (2.0 * t) ** 2) == pytest.approx(4.0, rel=1e-10)
 
 
+def test_logvar_clamp_pair_is_min_with_a_flat_gradient():
+    """reparameterization.md#the-clamp: forward min(r, 40); backward passes dlogvar unchanged where r <= 40 (at 40
+    itself, the left derivative) and 0 beyond, the complex-step derivative of min written as a where; a NaN r is
+    not masked; and in float32 nothing beyond the bound can overflow exp(logvar) any more."""
+    rng = np.random.default_rng(30)
+    r = np.concatenate([rng.uniform(-50.0, LOGVAR_MAX - 0.1, 6), [LOGVAR_MAX], rng.uniform(LOGVAR_MAX + 0.1, 100.0, 6)])
+    dout = rng.standard_normal(r.shape)
+    logvar, cache = logvar_clamp_forward(r)
+    np.testing.assert_array_equal(logvar, np.minimum(r, LOGVAR_MAX))
+    dr = logvar_clamp_backward(dout, cache)
+    reference = complex_step_grad(lambda a: np.sum(dout * np.where(np.real(a) > LOGVAR_MAX, LOGVAR_MAX, a)), r)
+    np.testing.assert_allclose(dr, reference, rtol=1e-12, atol=0)
+    inside = r <= LOGVAR_MAX
+    assert np.all(dr[inside] == dout[inside]) and np.all(dr[~inside] == 0.0)       # passed bit for bit, or stopped
+    nan_logvar, nan_cache = logvar_clamp_forward(np.array([np.nan]))
+    assert np.isnan(nan_logvar[0]) and logvar_clamp_backward(np.array([2.0]), nan_cache)[0] == 2.0
+    with np.errstate(over="raise"):
+        lv32, _ = logvar_clamp_forward(np.array([100.0, 1e30], dtype=np.float32))
+        assert lv32.dtype == np.float32 and np.all(np.isfinite(np.exp(lv32)))
+
+
 # kl.md
 
 def kl_two_gaussians(mu0, S0, mu1, S1):
@@ -719,43 +743,63 @@ def test_single_sample_elbo_estimate_is_unbiased():
     assert ok, info
 
 
-def _reference_vae_loss(p, x, eps, beta, likelihood, activation, n_hidden):
-    """The forward lines of elbo.md#whole-model-backward, written again with plain (complex-capable) numpy."""
+def _logsumexp(a, axis):
+    """log sum exp over ``axis``, complex-capable: shifted by the maximum of the real part, a constant, so the
+    complex step still sees the exact derivative."""
+    m = np.max(np.real(a), axis=axis, keepdims=True)
+    return np.squeeze(m, axis=axis) + np.log(np.sum(np.exp(a - m), axis=axis))
+
+
+def _reference_vae_loss(p, x, eps, beta, likelihood, activation, n_hidden, objective="elbo", prior="normal",
+                        variance="shared", sigma_min=SIGMA_MIN, levels=4):
+    """The forward lines of elbo.md#whole-model-backward, written again with plain (complex-capable) numpy.
+    eps: (K, N, Z); the K samples broadcast against the encoder's (N, Z) outputs instead of being stacked as rows."""
     act = ANALYTIC[activation]
     h = x
     for i in range(n_hidden):
         h = act(h @ p[f"enc.{i}.W"] + p[f"enc.{i}.b"])
-    mu = h @ p["enc.mu.W"] + p["enc.mu.b"]
-    logvar = h @ p["enc.logvar.W"] + p["enc.logvar.b"]
-    z = mu + np.exp(logvar / 2.0) * eps
-    kl = kl_closed_form(mu, logvar)
+    mu = h @ p["enc.mu.W"] + p["enc.mu.b"]                                       # (N, Z)
+    r = h @ p["enc.logvar.W"] + p["enc.logvar.b"]
+    logvar = np.where(np.real(r) > LOGVAR_MAX, LOGVAR_MAX, r)                   # min(r, 40): the clamp
+    z = mu + np.exp(logvar / 2.0) * eps                                          # (K, N, Z)
+    if objective == "elbo" and prior == "normal":
+        kl = kl_closed_form(mu, logvar) * np.ones(eps.shape[:2])                 # (K, N): the closed form
+    else:                                                                        # at the sample: log q - log p
+        log_q = -0.5 * np.sum(eps * eps + logvar + LOG_2PI, axis=-1)
+        if prior == "normal":
+            log_p = -0.5 * np.sum(z * z + LOG_2PI, axis=-1)
+        else:
+            log_pi = p["prior.logits"] - _logsumexp(p["prior.logits"], 0)        # (C,)
+            diff = z[..., None, :] - p["prior.mu"]                               # (K, N, C, Z)
+            a = log_pi - 0.5 * np.sum(diff * diff * np.exp(-p["prior.logvar"]) + p["prior.logvar"] + LOG_2PI,
+                                      axis=-1)
+            log_p = _logsumexp(a, -1)
+        kl = log_q - log_p
     h = z
     for i in range(n_hidden):
         h = act(h @ p[f"dec.{i}.W"] + p[f"dec.{i}.b"])
-    o = h @ p["dec.out.W"] + p["dec.out.b"]
+    o = h @ p["dec.out.W"] + p["dec.out.b"]                                      # (K, N, D) or (K, N, D L)
     if likelihood == "bernoulli":
-        nll = np.sum(np.log1p(np.exp(o)) - x * o, axis=1)
+        nll = np.sum(np.log1p(np.exp(o)) - x * o, axis=-1)
+    elif likelihood == "categorical":
+        a = np.reshape(o, o.shape[:-1] + (x.shape[1], levels))                   # (K, N, D, L)
+        onehot = np.rint(x * (levels - 1))[..., None] == np.arange(levels)       # (N, D, L)
+        nll = -np.sum(onehot * (a - _logsumexp(a, -1)[..., None]), axis=(-2, -1))
     else:
-        nll = gaussian_nll_formula(x, o, np.log(SIGMA_MIN**2 + np.exp(p["dec.logvar"])))   # the variance floor
-    return np.mean(nll + beta * kl)
+        raw = h @ p["dec.logvar.W"] + p["dec.logvar.b"] if variance == "per-element" else p["dec.logvar"]
+        nll = gaussian_nll_formula(x, o, np.log(sigma_min**2 + np.exp(raw)))    # the variance floor
+    if objective == "elbo":
+        return np.mean(nll + beta * kl)
+    log_w = -(nll + beta * kl)                                                   # (K, N)
+    return -np.mean(_logsumexp(log_w, 0) - math.log(eps.shape[0]))
 
 
-@pytest.mark.parametrize("likelihood, activation, hidden", [
-    ("bernoulli", "tanh", (3,)), ("gaussian", "tanh", (3,)), ("bernoulli", "tanh", ()),
-    ("gaussian", "tanh", (3, 2)), ("bernoulli", "sigmoid", (3,)), ("gaussian", "softplus", (3,)),
-    ("bernoulli", "identity", (3, 2)),
-])
-def test_whole_model_backward_matches_complex_step(likelihood, activation, hidden):
-    rng = np.random.default_rng(15)
-    N, D, Z, beta = 4, 5, 2, 0.7
-    model = VAE(D, Z, hidden=hidden, activation=activation, likelihood=likelihood, dtype="float64", seed=0)
-    for k in model.params:                                  # nonzero biases and decoder log-variance
-        model.params[k] = model.params[k] + 0.3 * rng.standard_normal(np.shape(model.params[k]))
-    x = rng.uniform(0.0, 1.0, (N, D)) if likelihood == "bernoulli" else rng.standard_normal((N, D))
-    eps = rng.standard_normal((N, Z))
-    loss, grads, _ = model.loss_and_grads(x, eps, beta=beta)
+def _check_whole_model(model, x, eps, beta, objective, ref):
+    """loss_and_grads against ref (the loss as a function of the params dict): the loss to 1e-12, every gradient
+    to 1e-10 against complex-step derivatives, with the shape of its parameter."""
+    obj = ELBO(beta) if objective == "elbo" else IWBound(beta)
+    loss, grads, _ = model.loss_and_grads(x, eps, objective=obj)
     params = {k: np.asarray(v, dtype=np.float64) for k, v in model.params.items()}
-    ref = lambda p: _reference_vae_loss(p, x, eps, beta, likelihood, activation, len(hidden))
     assert float(loss) == pytest.approx(ref(params), rel=1e-12)
     problems = []
     for k, value in params.items():
@@ -764,6 +808,58 @@ def test_whole_model_backward_matches_complex_step(likelihood, activation, hidde
         if np.shape(grads[k]) != np.shape(value) or err > 1e-10:
             problems.append(f"{k}: rel error {err:.2e}")
     assert not problems, problems
+    return grads
+
+
+@pytest.mark.parametrize("likelihood, variance, activation, hidden, objective, k, prior", [
+    ("bernoulli", None, "tanh", (3,), "elbo", 1, "normal"), ("gaussian", "shared", "tanh", (3,), "elbo", 1, "normal"),
+    ("bernoulli", None, "tanh", (), "elbo", 1, "normal"), ("gaussian", "shared", "tanh", (3, 2), "elbo", 1, "normal"),
+    ("bernoulli", None, "sigmoid", (3,), "elbo", 1, "normal"),
+    ("gaussian", "shared", "softplus", (3,), "elbo", 1, "normal"),
+    ("bernoulli", None, "identity", (3, 2), "elbo", 1, "normal"),
+    ("gaussian", "per-element", "tanh", (3,), "elbo", 1, "normal"),
+    ("categorical", None, "tanh", (3,), "elbo", 1, "normal"),
+    ("gaussian", "per-dim", "tanh", (3,), "elbo", 3, "normal"),               # K samples averaged, closed-form KL
+    ("bernoulli", None, "tanh", (3,), "iw", 3, "normal"),                     # the IW bound, KL at the sample
+    ("gaussian", "shared", "tanh", (), "iw", 3, "mog"),
+    ("bernoulli", None, "tanh", (3,), "elbo", 2, "mog"),
+])
+def test_whole_model_backward_matches_complex_step(likelihood, variance, activation, hidden, objective, k, prior):
+    """The one chain of elbo.md#whole-model-backward for every likelihood, objective, K and prior; the Gaussian's
+    floor at sigma_min = 0.5, where its factor e^l / (sigma_min^2 + e^l) is far from 1."""
+    rng = np.random.default_rng(15)
+    N, D, Z, beta, sigma_min, levels = 4, 5, 2, 0.7, 0.5, 4
+    model = VAE(D, Z, hidden=hidden, activation=activation, likelihood=likelihood, dtype="float64", seed=0,
+                gaussian_variance=variance or "shared", sigma_min=sigma_min, levels=levels, prior=prior,
+                prior_components=3)
+    for name in model.params:                               # nonzero biases, decoder log-variance and prior
+        model.params[name] = model.params[name] + 0.3 * rng.standard_normal(np.shape(model.params[name]))
+    x = rng.standard_normal((N, D)) if likelihood == "gaussian" else rng.uniform(0.0, 1.0, (N, D))
+    eps = rng.standard_normal((k, N, Z))
+    ref = lambda p: _reference_vae_loss(p, x, eps, beta, likelihood, activation, len(hidden), objective, prior,
+                                        variance, sigma_min, levels)
+    _check_whole_model(model, x, eps[0] if k == 1 else eps, beta, objective, ref)    # K = 1: eps as (N, Z)
+
+
+def test_whole_model_backward_through_the_clamp():
+    """Latent coordinate 1's raw log-variance is beyond LOGVAR_MAX for every example (its eps is 0, so z stays
+    finite): the model reads logvar = 40 there, the KL's gradient (e^40 - 1) beta / 2N into it is stopped by the
+    clamp's backward (Step 5), so its head's column gets exactly 0, and every gradient matches the complex step."""
+    rng = np.random.default_rng(31)
+    N, D, Z, beta = 4, 5, 2, 0.7
+    model = VAE(D, Z, hidden=(3,), activation="tanh", likelihood="bernoulli", dtype="float64", seed=0)
+    for name in model.params:
+        model.params[name] = model.params[name] + 0.3 * rng.standard_normal(np.shape(model.params[name]))
+    model.params["enc.logvar.b"][1] = LOGVAR_MAX + 5.0
+    x = rng.uniform(0.0, 1.0, (N, D))
+    eps = rng.standard_normal((N, Z))
+    eps[:, 1] = 0.0
+    _, logvar = model.encode(x)
+    assert np.all(logvar[:, 1] == LOGVAR_MAX) and np.all(logvar[:, 0] < LOGVAR_MAX)
+    ref = lambda p: _reference_vae_loss(p, x, eps[None], beta, "bernoulli", "tanh", 1)
+    grads = _check_whole_model(model, x, eps, beta, "elbo", ref)
+    assert np.all(grads["enc.logvar.W"][:, 1] == 0.0) and grads["enc.logvar.b"][1] == 0.0
+    assert np.all(grads["enc.logvar.W"][:, 0] != 0.0)
 
 
 # adam.md
