@@ -1,7 +1,8 @@
-"""Priors p(z) over the latent code, and the log-density of q(z|x) at a reparameterised sample.
+"""Priors p(z) over the latent code as pure ops, and the log-density of q(z|x) at a reparameterised sample
+(the prior parts that use them: minivae/parts/standard_normal.py, minivae/parts/mixture.py).
 
-- ``normal``: the standard VAE's p(z) = N(0, I) (Kingma & Welling 2013, Sec. 3).
-- ``mog``: a learned mixture of C Gaussians with diagonal covariances,
+- the standard VAE's p(z) = N(0, I) (Kingma & Welling 2013, Sec. 3);
+- a learned mixture of C Gaussians with diagonal covariances,
   p(z) = sum_c pi_c N(z; mu_c, diag exp(logvar_c)),  pi = softmax(logits),
   whose parameters are trained with the model (as the mixture-of-Gaussians prior that Tomczak & Welling 2018,
   "VAE with a VampPrior", compare against; the responsibilities are Bishop's PRML, Sec. 9.2).
@@ -17,8 +18,6 @@ import numpy as np
 from .backend import array_namespace
 from .likelihoods import LOG_2PI
 from .logsumexp import logsumexp
-
-PRIORS = ("normal", "mog")
 
 
 def std_normal_log_prob_forward(z):
