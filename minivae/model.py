@@ -29,17 +29,12 @@ import math
 import numpy as np
 
 from .backend import array_namespace, dtype_name, get_device
+from .checks import check_batch, check_positive_int
 from .likelihoods import SIGMA_MIN
 from .mlp import MLP
-from .objectives import ELBO, IWBound
+from .objectives import ELBO
 from .parts import DiagonalGaussian, build_likelihood, build_prior
 from .rng import RNG
-
-
-def _positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _rows(a, k):
@@ -64,9 +59,9 @@ class VAE:
     def __init__(self, x_dim, z_dim, hidden=(400,), activation="tanh", likelihood="bernoulli",
                  dtype="float32", device="cpu", seed=0, *, gaussian_variance="shared", sigma=1.0,
                  sigma_min=SIGMA_MIN, levels=256, prior="normal", prior_components=10):
-        self.x_dim, self.z_dim = _positive_int(x_dim, "x_dim"), _positive_int(z_dim, "z_dim")
+        self.x_dim, self.z_dim = check_positive_int(x_dim, "x_dim"), check_positive_int(z_dim, "z_dim")
         hidden = (hidden,) if isinstance(hidden, (int, np.integer)) else hidden
-        self.hidden = tuple(_positive_int(h, "hidden") for h in hidden)
+        self.hidden = tuple(check_positive_int(h, "hidden") for h in hidden)
         self.device = get_device(device)
         self.dtype_name = dtype_name(dtype)
         self.dtype = self.device.dtype(self.dtype_name)
@@ -75,7 +70,7 @@ class VAE:
         self.decoder = MLP("dec", self.z_dim, self.hidden, activation)
         self.likelihood = build_likelihood(likelihood, self.x_dim, self.decoder.out_dim, self.device,
                                            self.dtype_name, gaussian_variance, sigma, sigma_min, levels)
-        self.prior = build_prior(prior, self.z_dim, _positive_int(prior_components, "prior_components"))
+        self.prior = build_prior(prior, self.z_dim, check_positive_int(prior_components, "prior_components"))
         self._config = dict(activation=activation, likelihood=likelihood, gaussian_variance=gaussian_variance,
                             sigma=float(sigma), sigma_min=float(sigma_min), levels=int(levels), prior=prior,
                             prior_components=int(prior_components))
@@ -98,6 +93,7 @@ class VAE:
         caches. The encoder runs once; the K samples of every example run as K*N rows, sample-major."""
         p, xp = self.params, array_namespace(x)
         k, n = eps.shape[0], x.shape[0]
+        # forward, the note's lines in order (derivations/elbo.md#whole-model-backward)
         h, enc_cache = self.encoder.forward(p, x)                                   # (N, H)
         (mu, logvar), q_cache = self.posterior.forward(p, h)                       # (N, Z) each, logvar clamped
         mu_k, logvar_k = _rows(mu, k), _rows(logvar, k)                             # (K*N, Z)
@@ -122,7 +118,7 @@ class VAE:
         nothing leaves the device).
         """
         objective = ELBO() if objective is None else objective
-        if not isinstance(objective, (ELBO, IWBound)):
+        if not all(hasattr(objective, a) for a in ("forward", "backward", "closed_form_kl")):
             raise ValueError(f"objective must be an objectives.ELBO or objectives.IWBound, got {objective!r}")
         eps = self._check_inputs(x, eps)                                            # (K, N, Z)
         xp, k = array_namespace(x), eps.shape[0]
@@ -130,6 +126,7 @@ class VAE:
         enc_cache, q_cache, rep_cache, kl_term, kl_cache, dec_cache, nll_cache = caches
         loss, obj_cache = objective.forward(nll, kl)                                # ()
 
+        # backward, in the note's steps (derivations/elbo.md#whole-model-backward)
         grads = {}
         dnll, dkl = objective.backward(obj_cache)                                   # Step 0: (K, N) each
         dnll, dkl = xp.reshape(dnll, (-1,)), xp.reshape(dkl, (-1,))                # (K*N,)
@@ -206,7 +203,7 @@ class VAE:
     def sample_prior(self, n, rng):
         """n codes z ~ p(z), (n, Z) on the model's device, with the noise drawn from ``rng`` (a minivae RNG).
         derivations/prior.md#sampling-the-mixture"""
-        return self.prior.sample(self.params, _positive_int(n, "n"), rng, self.device, self.dtype_name)
+        return self.prior.sample(self.params, check_positive_int(n, "n"), rng, self.device, self.dtype_name)
 
     def _features(self, z):
         """The decoder's last hidden layer for codes z: (N, Z) -> (N, H)."""
@@ -216,26 +213,11 @@ class VAE:
 
     # ---- input checks (shapes and dtypes only: no device-to-host transfer) ----------------------------------
 
-    def _check_array(self, a, name, n_cols, col_name):
-        try:
-            xp = array_namespace(a)
-        except TypeError:
-            raise ValueError(f"{name} must be an array, got {type(a).__name__}") from None
-        if xp is not self.device.xp:
-            raise ValueError(f"{name} is a {xp.__name__} array but the model lives on {self.device.name} "
-                             f"({self.device.xp.__name__}); move it with Device.asarray")
-        if a.ndim != 2 or a.shape[1] != n_cols:
-            raise ValueError(f"{name} must have shape (N, {col_name}={n_cols}), got {tuple(a.shape)}")
-        if a.shape[0] == 0:
-            raise ValueError(f"{name} is an empty batch (N = 0)")
-        if a.dtype != self.dtype:
-            raise ValueError(f"{name} must have dtype {self.dtype_name} like the model, got {a.dtype}")
-
     def _check_x(self, x):
-        self._check_array(x, "x", self.x_dim, "x_dim")
+        check_batch(x, "x", self.device, self.dtype_name, self.x_dim, "x_dim")
 
     def _check_z(self, z):
-        self._check_array(z, "z", self.z_dim, "z_dim")
+        check_batch(z, "z", self.device, self.dtype_name, self.z_dim, "z_dim")
 
     def _check_inputs(self, x, eps):
         """Checks x: (N, D) and eps: (N, Z) or (K, N, Z), K >= 1; returns eps as (K, N, Z)."""
@@ -243,9 +225,9 @@ class VAE:
         if getattr(eps, "ndim", None) == 3:
             if eps.shape[0] == 0:
                 raise ValueError("eps of shape (K, N, Z) needs K >= 1 samples, got K = 0")
-            self._check_array(eps[0, ...], "eps", self.z_dim, "z_dim")
+            check_batch(eps[0, ...], "eps", self.device, self.dtype_name, self.z_dim, "z_dim")
         else:
-            self._check_array(eps, "eps", self.z_dim, "z_dim")
+            check_batch(eps, "eps", self.device, self.dtype_name, self.z_dim, "z_dim")
             eps = eps[None, ...]
         if eps.shape[1] != x.shape[0]:
             raise ValueError(f"eps must have one row per example of x: {eps.shape[1]} rows for {x.shape[0]}")
