@@ -118,11 +118,17 @@ class Device:
 
 
 def dtype_name(dtype):
-    """``"float32"`` for ``np.float32``, ``xp.float32`` or the string itself."""
-    if isinstance(dtype, str):
-        return dtype
-    name = getattr(dtype, "name", None) or str(dtype).split(".")[-1]
-    return str(np.dtype(name))
+    """The dtype's name, e.g. ``"float32"``, for anything NumPy reads as a dtype (``"float32"``, ``np.float32``,
+    ``np.dtype("float32")``; CuPy's are NumPy's) or an array-API dtype object (``array_api_strict.float32``).
+    A dtype that is none of these is returned as given, for the caller's check to name."""
+    try:
+        return np.dtype(dtype).name
+    except TypeError:
+        name = getattr(dtype, "name", None) or str(dtype).split(".")[-1]
+        try:
+            return np.dtype(name).name
+        except TypeError:
+            return dtype
 
 
 DEVICES = ("cpu", "gpu", "strict")

@@ -8,6 +8,8 @@ Keys:
     optim               JSON string, the optimizer's scalar state (name, t, lr, ...)
     progress            JSON string: batches done in the current epoch ("step"), the epoch's partial loss sums,
                         and the per-epoch history so far
+    data                JSON string: the data trained on, {dataset, binarize, data_dir, image_shape}: what the
+                        pictures and evaluation need besides the data itself (older checkpoints: from "train")
     order               the current epoch's data order (int64), present only when saved mid-epoch
     param/<name>        each parameter (host copy)
     optim/<slot>/<name> each optimizer slot (Adam's m and v, SGD's v)
@@ -96,9 +98,10 @@ def atomic_write(path, write):
         raise
 
 
-def save_checkpoint(path, model, optimizer, train_config, epoch, rng, progress=None, order=None):
+def save_checkpoint(path, model, optimizer, train_config, epoch, rng, progress=None, order=None, data=None):
     """Write the model, optimizer, config, epoch (completed), RNG state and training progress to ``path``
-    atomically. ``order`` is the data order of an epoch in progress (host int array), or None."""
+    atomically. ``order`` is the data order of an epoch in progress (host int array), or None; ``data`` what
+    the pictures and evaluation need to know of the data (dataset, binarize, data_dir, image_shape)."""
     state = optimizer.state_dict()
     slots = {k: v for k, v in state.items() if isinstance(v, dict)}
     scalars = {k: v for k, v in state.items() if not isinstance(v, dict)}
@@ -110,6 +113,7 @@ def save_checkpoint(path, model, optimizer, train_config, epoch, rng, progress=N
         "rng": np.array(rng.state),
         "optim": np.array(json.dumps(scalars)),
         "progress": np.array(json.dumps(progress or {"step": 0, "sums": None, "history": []})),
+        "data": np.array(json.dumps(data or {})),
     }
     if order is not None:
         arrays["order"] = np.asarray(order, dtype=np.int64)
@@ -157,10 +161,20 @@ def load_checkpoint(path):
             "optim": optim,
             "progress": json.loads(str(data["progress"])),
             "order": data.get("order"),
+            "data": _data_record(data),
             "params": {k[len("param/"):]: a for k, a in data.items() if k.startswith("param/")},
         }
     except (KeyError, ValueError) as e:
         raise CheckpointError(f"checkpoint {path!r} is incomplete or corrupted: {e}") from None
+
+
+def _data_record(data):
+    """The stored data record; for a checkpoint written before it was stored, what its train config says."""
+    if "data" in data:
+        return json.loads(str(data["data"]))
+    train = json.loads(str(data["train"]))
+    return {"dataset": train.get("dataset", "digits"), "binarize": train.get("binarize", "none"),
+            "data_dir": train.get("data_dir"), "image_shape": None}
 
 
 def restore_params(model, params, path="checkpoint"):

@@ -30,3 +30,29 @@ def check_batch(a, name, device, dtype_name, n_cols, col_name):
     if a.dtype != device.dtype(dtype_name):
         raise ValueError(f"{name} must have dtype {dtype_name} like the model, got {a.dtype}")
     return a
+
+
+def check_int(value, name, minimum):
+    """``value`` as an int if it is a Python or NumPy integer (not a bool) >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        what = "a positive integer" if minimum == 1 else (
+            "a non-negative integer" if minimum == 0 else f"an integer >= {minimum}")
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return int(value)
+
+
+def check_number(value, name, minimum=None, strict=False):
+    """``value`` as a float if it is a finite real number (not a bool), >= ``minimum`` (> when ``strict``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if minimum is not None and (value <= minimum if strict else value < minimum):
+        raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum:g}, got {value!r}")
+    return float(value)
+
+
+def check_choice(value, name, choices):
+    """``value`` if it is one of ``choices`` (names, or a registry's keys)."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+    return value

@@ -1,17 +1,19 @@
-"""Training: minibatch Adam (or SGD) on the negative ELBO, held-out evaluation every epoch, resumable
-checkpoints and a JSON file of metrics.
+"""Training: minibatch Adam (or SGD) on the negative ELBO (or the importance-weighted bound), held-out evaluation
+every epoch, resumable checkpoints and a JSON file of metrics. nanoGPT's ``train.py`` is the model for the loop.
 
-The objective: the negative ELBO with its KL weighted by beta, which a warm-up may reach linearly from a start
-value (minivae/schedule.py; each epoch's mean weight goes into the history as "kl_weight"), or with
-``iw_samples`` K > 1 the importance-weighted bound L_K, for which each step draws eps of shape (K, B, Z).
-derivations/objectives.md.
-
-The training step is ``model.loss_and_grads`` then ``optimizer.step``: nothing in it leaves the device (each
-step's loss is also written into a per-epoch array on the device). The loop brings to the host, per epoch, the
-epoch's summed loss, NLL and KL (to print them) and one flag per parameter (finite or not). A non-finite loss
-or parameter stops training before anything is saved, with a TrainingError that names the epoch, the first
-step whose loss was not finite, its cause as far as it can be told (a batch holding NaN or inf, an overflow)
-and the parameters holding NaN or inf; the last checkpoint is left as it was (tests/test_faults.py).
+- ``train(config)`` trains on a named dataset (minivae/data.py); ``train(resume=CHECKPOINT)`` continues a saved
+  run; ``fit(x_train, x_valid)`` trains on one's own arrays. The options are ``TrainConfig``'s (minivae/config.py),
+  validated once and completely before anything is created on disk.
+- The step is ``model.loss_and_grads`` then ``optimizer.step``; nothing in it leaves the device. Per epoch the
+  loop brings to the host the epoch's summed loss, NLL and KL and one flag per parameter (minivae/health.py: a
+  non-finite loss, a diverged KL or a broken parameter stops training before anything is saved, naming the step
+  and the cause).
+- The objective: the negative ELBO with its KL weighted by beta, reached by a warm-up (minivae/schedule.py), or
+  with ``iw_samples`` K > 1 the bound L_K; eps is drawn as (K, B, Z) every step. derivations/objectives.md.
+- A first Ctrl-C stops after the current step and saves, mid-epoch, everything a resume needs: resuming gives
+  bit for bit the parameters of an uninterrupted run. The run's folder is claimed (minivae/run_folder.py): no
+  earlier checkpoint is replaced unless asked, and two runs never write into one folder.
+Tests: tests/test_train.py, tests/test_faults.py, tests/test_config.py.
 """
 import dataclasses
 import json
@@ -24,142 +26,21 @@ from typing import Optional
 
 import numpy as np
 
-from .backend import array_namespace, astype, get_device, to_host
-from .checkpoint import atomic_write, restore_params, save_checkpoint
-from .data import BINARIZE_MODES, check_data, dynamic_binarize, load_dataset
+from .backend import get_device, to_host
+from .checkpoint import atomic_write, load_checkpoint, restore_params, save_checkpoint
+from .config import TrainConfig, resumed_config
+from .data import check_data, dynamic_binarize, load_dataset
 from .evaluate import evaluate_elbo
-from .kl import KL_AT_CLAMP
-from .likelihoods import SIGMA_MIN
+from .health import TrainingError, check_health
 from .model import VAE
 from .objectives import ELBO, IWBound
 from .optim import OPTIMIZERS
-from .parts import PRIORS, check_likelihood_options
-from .reparam import LOGVAR_MAX
+from .parts import LIKELIHOODS
 from .rng import RNG
+from .run_folder import RunFolder
 from .schedule import epoch_kl_weight, kl_weight
 
-
-class TrainingError(RuntimeError):
-    """Training produced a non-finite loss or parameter; nothing was saved."""
-
-
-def _non_finite_params(params):
-    """{name: "3 nan, 1 inf"} for the parameters holding NaN or inf: one small device-to-host transfer of a flag
-    per parameter; the counts are read only for the bad ones."""
-    names = sorted(params)
-    xp = array_namespace(*params.values())
-    finite = to_host(xp.stack([xp.all(xp.isfinite(params[k])) for k in names]))
-    bad = {}
-    for name, ok in zip(names, finite):
-        if not ok:
-            p = params[name]
-            nan, inf = (int(to_host(xp.sum(astype(f(p), xp.int64)))) for f in (xp.isnan, xp.isinf))
-            bad[name] = ", ".join(f"{c} {w}" for c, w in ((nan, "nan"), (inf, "inf")) if c)
-    return bad
-
-
-def _fault_message(epoch, step_stats, batch_of, bad_params, steps_per_epoch, ckpt_path):
-    """The one-line report of a failed epoch ``epoch`` (1-based): a non-finite loss, parameters holding NaN or
-    inf, or a diverged KL. ``step_stats``: the host (steps, 2) array of each step's loss and summed KL (0 for
-    steps not run); ``batch_of(s)``: the device batch of step s (0-based), rebuilt only here."""
-    params = ", ".join(f"{k!r} ({v})" for k, v in bad_params.items())
-    losses, kls = step_stats[:, 0], step_stats[:, 1]
-    at = lambda s: f"step {s + 1}/{steps_per_epoch} (global step {(epoch - 1) * steps_per_epoch + s + 1})"  # noqa
-    tail = f"; stopping; {ckpt_path} is left as it was"
-    bad_steps = np.flatnonzero(~np.isfinite(losses))
-    if bad_steps.size:
-        s = int(bad_steps[0])
-        xb = batch_of(s)
-        xp = array_namespace(xb)
-        n_bad = int(to_host(xp.sum(astype(~xp.isfinite(xb), xp.int64))))
-        if n_bad:
-            cause = f"its batch holds {n_bad} NaN or infinite input value(s)"
-        elif params:
-            cause = f"its batch was finite; parameters holding NaN or inf: {params} (try a smaller --lr)"
-        else:
-            cause = "its batch and the parameters were finite, so the loss itself overflowed"
-        if n_bad and params:
-            cause += f"; parameters holding NaN or inf since: {params}"
-        return f"epoch {epoch}: the training loss is {losses[s]} at {at(s)}, the first non-finite one; {cause}{tail}"
-    big = np.flatnonzero(kls >= KL_AT_CLAMP)
-    if big.size:
-        s = int(big[0])
-        return (f"epoch {epoch}: the training diverged at {at(s)}: its KL reached {kls[s]:.3g} nats, at least "
-                f"that of one coordinate at the clamp logvar = {LOGVAR_MAX:g} (derivations/kl.md#the-clamp); try "
-                f"a smaller --lr" + (f"; parameters holding NaN or inf: {params}" if params else "") + tail)
-    return (f"epoch {epoch}: parameters holding NaN or inf: {params}, though every step's loss was finite (a "
-            f"saturating activation such as tanh hides an infinite weight from the loss){tail}")
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Everything that defines a training run (the CLI's options). The defaults are what ``minivae train``
-    runs with no arguments."""
-    dataset: str = "digits"
-    epochs: int = 300
-    batch_size: int = 64
-    lr: float = 1e-3
-    optimizer: str = "adam"
-    z_dim: int = 8
-    hidden: tuple = (400,)
-    activation: str = "tanh"
-    likelihood: str = "bernoulli"
-    gaussian_variance: str = "shared"   # gaussian: fixed (at sigma), shared, per-dim or per-element
-    sigma: float = 1.0                  # gaussian_variance fixed: the standard deviation
-    sigma_min: float = SIGMA_MIN        # a learned gaussian variance is floored at sigma_min^2
-    levels: int = 256                   # categorical: intensity levels L (17 for the digits, 256 for 8-bit)
-    beta: float = 1.0
-    kl_warmup_epochs: int = 0           # the KL weight rises linearly, per step, from kl_warmup_start to beta
-    kl_warmup_start: float = 0.0        #   over this many epochs (minivae/schedule.py); 0: always beta
-    iw_samples: int = 1                 # K > 1: train on the importance-weighted bound L_K (minivae/iwae.py)
-    prior: str = "normal"               # p(z): normal (N(0, I)) or mog (a learned mixture of Gaussians)
-    prior_components: int = 10          # mixture components of the mog prior
-    seed: int = 0
-    device: str = "cpu"
-    dtype: str = "float32"
-    out: str = "runs/minivae"
-    checkpoint_every: int = 10          # epochs between checkpoints (and always at the end)
-    data_dir: Optional[str] = None      # mnist / fashion-mnist files (None: the cache folder)
-    binarize: str = "none"
-
-    def validate(self):
-        """A ValueError naming the first bad option."""
-        for name in ("epochs", "batch_size", "z_dim", "checkpoint_every"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
-        for name in ("lr", "beta"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"{name} must be a finite number, got {v!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        if not self.beta >= 0:
-            raise ValueError(f"beta must be >= 0, got {self.beta!r}")
-        for name in ("kl_warmup_epochs", "iw_samples", "prior_components"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "kl_warmup_epochs" else 1):
-                raise ValueError(f"{name} must be an integer >= {0 if name == 'kl_warmup_epochs' else 1}, "
-                                 f"got {v!r}")
-        v = self.kl_warmup_start
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0.0 <= v < math.inf):
-            raise ValueError(f"kl_warmup_start must be a finite number >= 0, got {v!r}")
-        if self.prior not in PRIORS:
-            raise ValueError(f"prior must be one of {', '.join(PRIORS)}; got {self.prior!r}")
-        check_likelihood_options(self.likelihood, self.gaussian_variance, self.sigma, self.sigma_min, self.levels)
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {self.optimizer!r}")
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
-        if not isinstance(self.out, str) or not self.out:
-            raise ValueError(f"out must be a folder path, got {self.out!r}")
-        if self.data_dir is not None and (not isinstance(self.data_dir, str) or not self.data_dir):
-            raise ValueError(f"data_dir must be a folder path or None, got {self.data_dir!r}")
-        if self.binarize not in BINARIZE_MODES:
-            raise ValueError(f"binarize must be one of {', '.join(BINARIZE_MODES)}; got {self.binarize!r}")
-        return self
+__all__ = ["Progress", "TrainConfig", "TrainResult", "TrainingError", "fit", "train"]
 
 
 @dataclasses.dataclass
@@ -167,21 +48,29 @@ class TrainResult:
     model: VAE
     optimizer: object
     history: list
-    checkpoint: str
-    metrics: str
+    checkpoint: Optional[str]        # None when nothing was written (fit without out)
+    metrics: Optional[str]
     interrupted: bool = False
 
 
-def _prepare_out(out):
-    """Create ``out`` and prove it is writable before any training happens."""
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise ValueError(f"out {out!r} exists and is not a folder")
-    try:
-        os.makedirs(out, exist_ok=True)
-        atomic_write(os.path.join(out, ".write-test"), lambda f: f.write(b"ok"))
-        os.unlink(os.path.join(out, ".write-test"))
-    except OSError as e:
-        raise ValueError(f"out {out!r} is not a writable folder: {e.strerror or e}") from None
+@dataclasses.dataclass
+class Progress:
+    """Where a run stands: epochs done, batches done in the epoch under way, that epoch's data order (host) and
+    partial sums (loss, nll, kl on the device), and the per-epoch history. All a resume needs besides the model,
+    the optimizer and the RNG state."""
+    epoch: int = 0
+    step: int = 0
+    order: Optional[np.ndarray] = None
+    sums: Optional[list] = None
+    history: list = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class RunData:
+    """The host data of a run, and what a checkpoint records of it (so pictures need not reload it)."""
+    x_train: np.ndarray
+    x_valid: Optional[np.ndarray]
+    meta: dict                       # dataset, binarize, data_dir, image_shape
 
 
 class _StopOnInterrupt:
@@ -204,158 +93,250 @@ class _StopOnInterrupt:
             signal.signal(signal.SIGINT, self.previous)
 
 
-RESUMABLE_OVERRIDES = ("epochs", "out", "device", "checkpoint_every", "data_dir")
+# ---- the entry points -------------------------------------------------------------------------------------------
 
-
-def _resumed_config(ckpt, path, overrides):
-    """The saved run's TrainConfig, with only the options that do not change the run's math overridden."""
-    bad = sorted(set(overrides) - set(RESUMABLE_OVERRIDES))
-    if bad:
-        raise ValueError(f"resume continues the saved run; {', '.join(bad)} cannot change (only "
-                         f"{', '.join(RESUMABLE_OVERRIDES)} can)")
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    saved = {k: v for k, v in ckpt["train"].items() if k in fields}
-    config = dataclasses.replace(TrainConfig(**saved), **overrides)
-    if config.epochs < ckpt["epoch"]:
-        raise ValueError(f"epochs ({config.epochs}) is below the {ckpt['epoch']} epochs that {path!r} has done")
-    return config
-
-
-def train(config=None, log=print, resume=None, **overrides):
-    """Train a VAE as ``config`` (a TrainConfig; keyword overrides allowed) says, or continue the run saved in
-    the checkpoint ``resume`` (then only epochs, out, device, checkpoint_every and data_dir may be overridden).
-
+def train(config=None, log=print, resume=None, overwrite=False, **options):
+    """Train a VAE as ``config`` (a TrainConfig; keyword ``options`` override its fields) says, on its named
+    dataset; or continue the run saved in the checkpoint ``resume``, with ``options`` the fields the user gave:
+    one that may change on resume (epochs, lr, beta, checkpoint_every, out, device, data_dir, log_every) is
+    applied and logged, one that would change the run's architecture or data is refused naming it. A resumed run
+    writes beside its checkpoint unless ``out`` is given. ``overwrite``: replace a checkpoint already in ``out``.
     Every ``checkpoint_every`` epochs and at the end it writes ``<out>/checkpoint.npz`` (atomically) and
-    ``<out>/metrics.json``. A first Ctrl-C stops after the current step and saves, mid-epoch, everything a
-    resume needs: resuming gives bitwise the same parameters as an uninterrupted run. A NaN or infinite loss
-    raises TrainingError and leaves the last checkpoint as it was. Returns a TrainResult.
+    ``<out>/metrics.json``. Returns a TrainResult.
     """
-    ckpt = None
+    ckpt, changes = None, {}
     if resume is not None:
-        from .checkpoint import load_checkpoint
         ckpt = load_checkpoint(resume)
-        config = _resumed_config(ckpt, os.fspath(resume), overrides)
+        typed = {"out": os.path.dirname(os.path.abspath(os.fspath(resume))), **options}
+        config, changes = resumed_config(ckpt["train"], typed, os.fspath(resume))
     else:
-        config = dataclasses.replace(config or TrainConfig(), **overrides)
-    if isinstance(config.hidden, int):
-        config.hidden = (config.hidden,)
-    config.hidden = tuple(config.hidden)
-    config.validate()
-    device = get_device(config.device)
+        config = dataclasses.replace(config or TrainConfig(), **options)
+    config = config.validate()
+    if ckpt is not None and config.epochs < ckpt["epoch"]:
+        raise ValueError(f"epochs ({config.epochs}) is below the {ckpt['epoch']} epochs that {resume!r} has done")
     if config.data_dir:
-        config.data_dir = os.path.abspath(config.data_dir)    # the checkpoint finds it from anywhere
+        config = dataclasses.replace(config, data_dir=os.path.abspath(config.data_dir))   # found from anywhere
     data = load_dataset(config.dataset, config.data_dir, config.binarize)
-    x_train, x_test = data.x_train, data.x_test
-    check_data(x_train, config.likelihood, "training data")
-    check_data(x_test, config.likelihood, "held-out data")
-    for x, what in ((x_train, "training data"), (x_test, "held-out data")):      # finite in float64, inf in float32?
+    run_data = RunData(data.x_train, data.x_test, dict(dataset=config.dataset, binarize=config.binarize,
+                                                        data_dir=config.data_dir, image_shape=data.image_shape))
+    resuming_here = ckpt is not None and _same_folder(os.path.dirname(os.path.abspath(os.fspath(resume))),
+                                                      config.out)
+    folder = RunFolder(config.out, resuming=resuming_here, overwrite=overwrite)
+    return _run(config, run_data, log, folder, ckpt, resume, changes)
+
+
+def _same_folder(a, b):
+    return os.path.isdir(a) and os.path.isdir(b) and os.path.samefile(a, b)
+
+
+def fit(x_train, x_valid=None, *, out=None, log=print, overwrite=False, **options):
+    """Train on one's own data: ``x_train`` (N, D) and optionally held-out ``x_valid`` (M, D), host arrays of
+    floats (in [0, 1] for the Bernoulli and categorical likelihoods), with any TrainConfig ``options`` (z_dim,
+    hidden, likelihood, epochs, ...). ``out``: a folder for checkpoints and metrics (None: nothing is written;
+    Ctrl-C then stops and returns). Returns a TrainResult; ``result.model`` and ``result.history``."""
+    config = TrainConfig(**{"dataset": "arrays", **options}, **({"out": out} if out is not None else {}))
+    config = config.validate()
+    for x, name in ((x_train, "x_train"), (x_valid, "x_valid")):
+        if x is not None:
+            check_data(x, config.likelihood, name)
+    if x_valid is not None and x_valid.shape[1] != x_train.shape[1]:
+        raise ValueError(f"x_valid has {x_valid.shape[1]} dimensions, x_train {x_train.shape[1]}")
+    run_data = RunData(x_train, x_valid, dict(dataset="arrays", binarize=config.binarize, data_dir=None,
+                                              image_shape=None))
+    folder = RunFolder(config.out, overwrite=overwrite) if out is not None else None
+    return _run(config, run_data, log, folder)
+
+
+# ---- the run ---------------------------------------------------------------------------------------------------
+
+def _run(config, data, log, folder, ckpt=None, resume=None, changes=None):
+    """Build the model, optimizer and RNG (restored from ``ckpt`` when resuming), check everything that can be
+    checked, then claim ``folder`` (None: write nothing) and train."""
+    for x, what in ((data.x_train, "training data"), (data.x_valid, "held-out data")):
+        if x is None:
+            continue
+        check_data(x, config.likelihood, what)
         if config.dtype == "float32" and np.max(np.abs(x)) > np.finfo(np.float32).max:
             raise ValueError(f"{what} holds values beyond the float32 range (|x| > 3.4e38); use dtype float64")
-    _prepare_out(config.out)
-
-    model = VAE(x_train.shape[1], config.z_dim, config.hidden, config.activation, config.likelihood,
+    if folder is not None:
+        folder.check()                                           # an earlier run's checkpoint: refused now
+    device = get_device(config.device)
+    model = VAE(data.x_train.shape[1], config.z_dim, config.hidden, config.activation, config.likelihood,
                 dtype=config.dtype, device=device, seed=config.seed, prior=config.prior,
                 prior_components=config.prior_components, gaussian_variance=config.gaussian_variance,
                 sigma=config.sigma, sigma_min=config.sigma_min, levels=config.levels)
     optimizer = OPTIMIZERS[config.optimizer](model.params, lr=config.lr)
-    rng = RNG(config.seed, stream="train")                        # independent of the weights' "init" stream
-    epoch, step, order, sums, history = 0, 0, None, None, []      # epochs done; batches done in the next one
+    rng = RNG(config.seed, stream="train")                       # independent of the weights' "init" stream
+    progress = Progress()
     if ckpt is not None:
-        restore_params(model, ckpt["params"], os.fspath(resume))
-        optim = dict(ckpt["optim"])
-        for slot, values in optim.items():
-            if isinstance(values, dict):
-                optim[slot] = {k: device.asarray(a, dtype=config.dtype) for k, a in values.items()}
-        optimizer.load_state_dict(optim)
-        rng.set_state(ckpt["rng"])
-        epoch, progress, order = ckpt["epoch"], ckpt["progress"], ckpt["order"]
-        step, history = progress["step"], progress["history"]
-        if progress["sums"] is not None:
-            sums = [device.asarray(v, dtype=config.dtype) for v in progress["sums"]]
-    xp = device.xp
-    x_train_d = device.asarray(x_train, dtype=config.dtype)        # host -> device, once
-    x_test_d = device.asarray(x_test, dtype=config.dtype)
+        progress = _restore(ckpt, os.fspath(resume), model, optimizer, rng, config)
+    for warning in _warnings(config, data):
+        log(f"warning: {warning}")
+    log(_header(config, model, data, progress, ckpt is not None, changes or {}))
+    if folder is None:
+        return _loop(config, model, optimizer, rng, progress, data, log, None)
+    with folder:
+        return _loop(config, model, optimizer, rng, progress, data, log, folder)
+
+
+def _loop(config, model, optimizer, rng, p, data, log, folder):
+    """The training loop: epochs of minibatch steps, a held-out ELBO and a line of log per epoch, a checkpoint
+    every ``checkpoint_every`` epochs; stops after the current step on Ctrl-C, saving mid-epoch."""
+    device, xp = model.device, model.device.xp
+    x_train = device.asarray(data.x_train, dtype=config.dtype)                # host -> device, once
+    x_valid = None if data.x_valid is None else device.asarray(data.x_valid, dtype=config.dtype)
     n, bs = x_train.shape[0], config.batch_size
-    steps_per_epoch = -(-n // bs)
-    config_dict = dataclasses.asdict(config)
-    config_dict["hidden"] = list(config.hidden)
-    ckpt_path = os.path.join(config.out, "checkpoint.npz")
-    metrics_path = os.path.join(config.out, "metrics.json")
-
-    def check_health(epoch_number, step_stats, order_d, totals=None):
-        """Raise a TrainingError naming the step, the cause and the parameters if the epoch so far has a
-        non-finite loss, a KL of KL_AT_CLAMP or more (the run diverged: derivations/kl.md#the-clamp), or
-        parameters holding NaN or inf. ``totals``: the epoch's (loss, summed KL) if already on the host (None:
-        read from ``step_stats``). The per-step numbers come to the host only when something is wrong."""
-        bad_params = _non_finite_params(model.params)
-        loss, kl = totals if totals is not None else np.sum(to_host(step_stats), axis=0)
-        if math.isfinite(loss) and not kl >= KL_AT_CLAMP and not bad_params:
-            return
-        batch_of = lambda s: xp.take(x_train_d, order_d[s * bs:min((s + 1) * bs, n)], axis=0)   # noqa: E731
-        raise TrainingError(_fault_message(epoch_number, to_host(step_stats), batch_of, bad_params,
-                                           steps_per_epoch, ckpt_path))
-
-    def save(mid_epoch):
-        progress = {"step": step if mid_epoch else 0, "history": history,
-                    "sums": [float(to_host(v)) for v in sums] if mid_epoch and sums is not None else None}
-        save_checkpoint(ckpt_path, model, optimizer, config_dict, epoch, rng, progress,
-                        order if mid_epoch else None)
-        payload = {"config": config_dict, "history": history, "final": history[-1] if history else None}
-        atomic_write(metrics_path, lambda f: f.write(json.dumps(payload, indent=2).encode()))
-
-    log(f"minivae: VAE {model.x_dim}-{'-'.join(map(str, model.hidden)) or '()'}-({model.z_dim}) "
-        f"{config.activation} {config.likelihood} on {config.dataset} ({n} train / {x_test.shape[0]} held out), "
-        f"{config.epochs} epochs, batch {bs}, {config.optimizer} lr {config.lr}, device {device.name}, "
-        f"{config.dtype}" + (f"; resuming after epoch {epoch}, step {step}" if ckpt is not None else ""))
+    steps = -(-n // bs)
+    save = _saver(config, model, optimizer, rng, p, data, folder)
     with _StopOnInterrupt() as interrupt:
-        while epoch < config.epochs:
+        while p.epoch < config.epochs:
             t0 = time.perf_counter()
-            if order is None:
-                order, step, sums = rng.permutation(n), 0, None          # this epoch's data order, on the host
-            order_d = device.asarray(order)                               # host -> device, once per epoch
-            step_stats = device.asarray(np.zeros((steps_per_epoch, 2)), dtype=config.dtype)  # loss, KL: on device
-            while step < steps_per_epoch:
-                idx = order_d[step * bs:min((step + 1) * bs, n)]
-                xb = xp.take(x_train_d, idx, axis=0)                     # (B, D)
-                if config.binarize == "dynamic":                         # a fresh Bernoulli(x) sample per batch
+            if p.order is None:
+                p.order, p.step, p.sums = rng.permutation(n), 0, None            # this epoch's order, on the host
+            order = device.asarray(p.order)                                      # host -> device, once per epoch
+            step_stats = device.asarray(np.zeros((steps, 2)), dtype=config.dtype)   # each step's loss, KL
+            batch_of = lambda s: xp.take(x_train, order[s * bs:min((s + 1) * bs, n)], axis=0)   # noqa: E731
+            bar = _progress_bar(config, steps, p)
+            while p.step < steps:
+                xb = batch_of(p.step)                                            # (B, D)
+                if config.binarize == "dynamic":                                 # a fresh Bernoulli(x) sample
                     xb = dynamic_binarize(xb, rng.uniform(tuple(xb.shape), device, config.dtype))
                 eps = rng.normal((config.iw_samples, xb.shape[0], config.z_dim), device, config.dtype)  # (K, B, Z)
-                weight = kl_weight(epoch, step, steps_per_epoch, config.beta, config.kl_warmup_epochs,
-                                   config.kl_warmup_start)               # a pure function of (epoch, step)
-                objective = IWBound(weight) if config.iw_samples > 1 else ELBO(weight)
-                loss, grads, stats = model.loss_and_grads(xb, eps, objective)
+                loss, grads, stats = model.loss_and_grads(xb, eps, _objective(config, p.epoch, p.step, steps))
                 optimizer.step(grads)
                 b = xb.shape[0]
                 batch_sums = (loss * b, stats["nll"] * b, stats["kl"] * b)
-                step_stats[step, 0], step_stats[step, 1] = loss, batch_sums[2]   # on the device: read on failure
-                sums = list(batch_sums) if sums is None else [s + v for s, v in zip(sums, batch_sums)]
-                step += 1
+                step_stats[p.step, 0], step_stats[p.step, 1] = loss, batch_sums[2]   # read only on failure
+                p.sums = list(batch_sums) if p.sums is None else [s + v for s, v in zip(p.sums, batch_sums)]
+                p.step += 1
+                bar.update(1)
                 if interrupt.requested:
-                    check_health(epoch + 1, step_stats, order_d)         # never save a broken state
+                    bar.close()
+                    check_health(model.params, p.epoch + 1, step_stats, None, batch_of, steps, save.path)
                     save(mid_epoch=True)
-                    log(f"interrupted in epoch {epoch + 1} after step {step}/{steps_per_epoch}; saved {ckpt_path}"
-                        f" (continue with: minivae train --resume {ckpt_path})")
-                    return TrainResult(model, optimizer, history, ckpt_path, metrics_path, interrupted=True)
-            train_loss, train_nll, train_kl = (float(to_host(v)) / n for v in sums)   # one transfer per epoch
-            check_health(epoch + 1, step_stats, order_d, (train_loss, train_kl * n))
-            epoch, order = epoch + 1, None
-            held = evaluate_elbo(model, x_test_d, seed=config.seed)
-            if not math.isfinite(held["neg_elbo"]):
-                raise TrainingError(f"epoch {epoch}: the held-out negative ELBO is {held['neg_elbo']}; stopping; "
-                                    f"{ckpt_path} is left as it was")
-            seconds = time.perf_counter() - t0
-            history.append({"epoch": epoch, "train_loss": train_loss, "train_nll": train_nll,
-                            "train_kl": train_kl, "heldout_neg_elbo": held["neg_elbo"],
-                            "heldout_nll": held["nll"], "heldout_kl": held["kl"], "seconds": seconds,
-                            "kl_weight": epoch_kl_weight(epoch - 1, steps_per_epoch, config.beta,
-                                                         config.kl_warmup_epochs, config.kl_warmup_start)})
-            log(f"epoch {epoch:4d}/{config.epochs}  train -ELBO {train_loss:9.3f}  held-out -ELBO "
-                f"{held['neg_elbo']:9.3f} (nll {held['nll']:8.3f} + kl {held['kl']:7.3f}) nats  {seconds:6.2f}s")
-            if epoch % config.checkpoint_every == 0 or epoch == config.epochs:
+                    log(f"interrupted in epoch {p.epoch + 1} after step {p.step}/{steps}" + (
+                        f"; saved {save.path} (continue with: minivae train --resume {save.path})"
+                        if folder else ""))
+                    return save.result(interrupted=True)
+            bar.close()
+            loss, nll, kl = (float(to_host(v)) / n for v in p.sums)             # one transfer per epoch
+            check_health(model.params, p.epoch + 1, step_stats, (loss, kl * n), batch_of, steps, save.path)
+            p.epoch, p.order = p.epoch + 1, None
+            p.history.append(_record(config, model, x_valid, p.epoch, steps, (loss, nll, kl), t0, save.path))
+            if config.log_every and (p.epoch % config.log_every == 0 or p.epoch == config.epochs):
+                log(_epoch_line(config, p.history[-1]))
+            if p.epoch % config.checkpoint_every == 0 or p.epoch == config.epochs:
                 save(mid_epoch=False)
-    if ckpt is not None and epoch == ckpt["epoch"] and step == 0:
-        save(mid_epoch=False)                     # resumed with nothing left to do: still write the files
-    from .plots import plot_loss_curves
-    curves = plot_loss_curves(history, os.path.join(config.out, "loss_curves.png"))
-    log(f"wrote {ckpt_path}, {metrics_path} and {curves}")
-    return TrainResult(model, optimizer, history, ckpt_path, metrics_path)
+    if folder is not None and not os.path.exists(folder.checkpoint):
+        save(mid_epoch=False)                          # resumed with nothing left to do: still write the files
+    if not config.log_every and p.history:
+        log(_epoch_line(config, p.history[-1]))
+    log(f"wrote {save.path} and {folder.metrics}" if folder else "done")
+    return save.result(interrupted=False)
+
+
+# ---- the loop's helpers --------------------------------------------------------------------------------------------
+
+def _objective(config, epoch, step, steps_per_epoch):
+    """This step's objective: the KL weight is a pure function of (epoch, step), so a resumed run uses the
+    weights of a run never interrupted."""
+    weight = kl_weight(epoch, step, steps_per_epoch, config.beta, config.kl_warmup_epochs, config.kl_warmup_start)
+    return IWBound(weight) if config.iw_samples > 1 else ELBO(weight)
+
+
+def _loss_name(config, weight):
+    """What the training loss of an epoch is, for the log: -ELBO, -L_K, or the weighted sum it really is."""
+    if config.iw_samples > 1:
+        return f"-L_{config.iw_samples}" + ("" if weight == 1.0 else f" (kl weight {weight:.3g})")
+    return "-ELBO" if weight == 1.0 else f"loss (nll + {weight:.3g} kl)"
+
+
+def _record(config, model, x_valid, epoch, steps, train_sums, t0, ckpt_path):
+    """The history entry of epoch ``epoch`` (1-based), with the held-out negative ELBO (one draw per example)."""
+    loss, nll, kl = train_sums
+    weight = epoch_kl_weight(epoch - 1, steps, config.beta, config.kl_warmup_epochs, config.kl_warmup_start)
+    record = {"epoch": epoch, "train_loss": loss, "train_nll": nll, "train_kl": kl, "kl_weight": weight,
+              "objective": _loss_name(config, weight)}
+    if x_valid is not None:
+        held = evaluate_elbo(model, x_valid, seed=config.seed)
+        if not math.isfinite(held["neg_elbo"]):
+            raise TrainingError(f"epoch {epoch}: the held-out negative ELBO is {held['neg_elbo']}; stopping; "
+                                f"{ckpt_path} is left as it was")
+        record.update(heldout_neg_elbo=held["neg_elbo"], heldout_nll=held["nll"], heldout_kl=held["kl"])
+    record["seconds"] = time.perf_counter() - t0
+    return record
+
+
+def _epoch_line(config, r):
+    line = f"epoch {r['epoch']:4d}/{config.epochs}  train {r['objective']} {r['train_loss']:9.3f}"
+    if "heldout_neg_elbo" in r:
+        line += (f"  held-out -ELBO {r['heldout_neg_elbo']:9.3f} (nll {r['heldout_nll']:8.3f} + kl "
+                 f"{r['heldout_kl']:7.3f})")
+    return line + f" nats  {r['seconds']:6.2f}s"
+
+
+def _progress_bar(config, steps, p):
+    """A progress bar over an epoch's steps on a terminal (tqdm; off when stderr is not one, or log_every 0)."""
+    from tqdm.auto import tqdm
+    return tqdm(total=steps, initial=p.step, desc=f"epoch {p.epoch + 1}", leave=False, unit="batch",
+                disable=None if config.log_every else True, mininterval=1.0)
+
+
+def _saver(config, model, optimizer, rng, p, data, folder):
+    """save(mid_epoch): writes the checkpoint and metrics.json into ``folder`` (nothing when it is None)."""
+    config_dict = {**dataclasses.asdict(config), "hidden": list(config.hidden)}
+
+    def save(mid_epoch):
+        if folder is None:
+            return
+        progress = {"step": p.step if mid_epoch else 0, "history": p.history,
+                    "sums": [float(to_host(v)) for v in p.sums] if mid_epoch and p.sums is not None else None}
+        save_checkpoint(folder.checkpoint, model, optimizer, config_dict, p.epoch, rng, progress,
+                        p.order if mid_epoch else None, data=data.meta)
+        payload = {"config": config_dict, "history": p.history, "final": p.history[-1] if p.history else None}
+        atomic_write(folder.metrics, lambda f: f.write(json.dumps(payload, indent=2).encode()))
+
+    save.path = folder.checkpoint if folder else "(no checkpoint: out=None)"
+    save.result = lambda interrupted: TrainResult(model, optimizer, p.history, folder and folder.checkpoint,
+                                                  folder and folder.metrics, interrupted)
+    return save
+
+
+def _restore(ckpt, path, model, optimizer, rng, config):
+    """Load a checkpoint's parameters, optimizer state (then the resumed run's lr) and RNG state; its Progress."""
+    restore_params(model, ckpt["params"], path)
+    state = dict(ckpt["optim"])
+    for slot, values in state.items():
+        if isinstance(values, dict):
+            state[slot] = {k: model.device.asarray(a, dtype=config.dtype) for k, a in values.items()}
+    optimizer.load_state_dict(state)
+    optimizer.lr = float(config.lr)                              # the saved lr, or the one typed on resume
+    rng.set_state(ckpt["rng"])
+    saved = ckpt["progress"]
+    sums = None if saved["sums"] is None else [model.device.asarray(v, dtype=config.dtype) for v in saved["sums"]]
+    return Progress(ckpt["epoch"], saved["step"], ckpt["order"], sums, saved["history"])
+
+
+def _header(config, model, data, p, resumed, changes):
+    """The run in one line: the architecture, the data, and every option that differs from the default."""
+    arch = f"{model.x_dim}-{'-'.join(map(str, model.hidden)) or '()'}-({model.z_dim})"
+    options = config.changed()
+    described = ", ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in options.items())
+    held = "no held-out data" if data.x_valid is None else f"{data.x_valid.shape[0]} held out"
+    line = (f"minivae: VAE {arch} on {config.dataset} ({data.x_train.shape[0]} train / {held}); "
+            f"options: {described or 'all default'}")
+    if resumed:
+        line += f"; resuming after epoch {p.epoch}, step {p.step}"
+        if changes:
+            line += " with " + ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changes.items())
+    return line
+
+
+def _warnings(config, data):
+    """Options that will run but probably not as meant."""
+    if config.kl_warmup_epochs > config.epochs:
+        yield (f"kl_warmup_epochs ({config.kl_warmup_epochs}) is longer than the run ({config.epochs} epochs): the "
+               f"KL weight never reaches beta")
+    likelihood = LIKELIHOODS[config.likelihood]
+    if hasattr(likelihood, "data_warnings"):                     # a part may know what data it does not fit
+        yield from likelihood.data_warnings(data.x_train, levels=config.levels)

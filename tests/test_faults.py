@@ -66,7 +66,7 @@ def test_a_batch_holding_nan_names_its_step(good_run, monkeypatch):
     order = RNG(0, stream="train").permutation(len(data.x_train))     # epoch 1's order, seed 0
     step = int(np.flatnonzero(order == 100)[0]) // 100 + 1
     with np.errstate(all="ignore"), pytest.raises(TrainingError) as e:
-        train(out=str(good_run[0]), epochs=1, **QUICK)
+        train(out=str(good_run[0]), epochs=1, overwrite=True, **QUICK)
     msg = str(e.value)
     assert msg.startswith(f"epoch 1: the training loss is nan at step {step}/{STEPS} (global step {step})"), msg
     assert "its batch holds 1 NaN or infinite input value(s)" in msg and "left as it was" in msg
@@ -85,7 +85,7 @@ def test_a_nan_loss_names_its_step(good_run, monkeypatch):
     monkeypatch.setattr(VAE, "loss_and_grads", nan_at_7)
     with np.errstate(all="ignore"), pytest.raises(TrainingError, match=r"epoch 1: the training loss is nan at step "
                                                   r"7/15 .*its batch and the parameters were finite"):
-        train(out=str(good_run[0]), epochs=1, **QUICK)
+        train(out=str(good_run[0]), epochs=1, overwrite=True, **QUICK)
     assert_untouched(good_run)
 
 
@@ -129,7 +129,7 @@ def test_an_infinite_weight_hidden_by_tanh_is_found_by_the_parameter_check(good_
     the parameters sees it; the error names the parameter."""
     inject_inf_after_step(monkeypatch, 3, "enc.0.b")
     with np.errstate(all="ignore"), pytest.raises(TrainingError) as e:
-        train(out=str(good_run[0]), epochs=1, **QUICK)
+        train(out=str(good_run[0]), epochs=1, overwrite=True, **QUICK)
     msg = str(e.value)
     assert msg.startswith("epoch 1: parameters holding NaN or inf: 'enc.0.b' (1 inf), though every step's loss "
                           "was finite"), msg
@@ -144,7 +144,7 @@ def test_a_learning_rate_of_1e6_stops_naming_the_step_and_cause(good_run, optimi
     """Adam moves every weight by ~lr per step: the encoder's log-variance runs past the clamp and the KL
     reaches 1e17 nats (finite, thanks to the clamp, and reported as divergence). SGD's updates overflow to inf."""
     with np.errstate(all="ignore"), pytest.raises(TrainingError, match=expected):
-        train(out=str(good_run[0]), epochs=1, lr=1e6, optimizer=optimizer, **QUICK)
+        train(out=str(good_run[0]), epochs=1, lr=1e6, optimizer=optimizer, overwrite=True, **QUICK)
     assert_untouched(good_run)
 
 
@@ -167,7 +167,7 @@ def test_ctrl_c_with_a_broken_state_saves_nothing(good_run, monkeypatch):
 
     monkeypatch.setattr(train_module, "_StopOnInterrupt", StopAtStep8)
     with np.errstate(all="ignore"), pytest.raises(TrainingError, match=r"epoch 1: .*'enc\.0\.W'"):
-        train(out=str(good_run[0]), epochs=1, **QUICK)
+        train(out=str(good_run[0]), epochs=1, overwrite=True, **QUICK)
     assert_untouched(good_run)
 
 

@@ -82,3 +82,12 @@ class Categorical:
 
     def discrete(self, x):
         return True
+
+    @staticmethod
+    def data_warnings(x, levels):
+        """Warnings about host training data x for ``levels`` levels: data on a coarser grid (the digits' 17
+        levels under the default 256) leaves most of the softmax to levels that never occur."""
+        used = np.unique(np.rint(np.clip(x[:10_000], 0.0, 1.0) * (levels - 1))).size
+        if used * 2 <= levels:
+            yield (f"levels is {levels} but the training data use only {used} of them (data on a coarser grid: "
+                   f"the model spends its softmax on levels that never occur; try levels {used})")

@@ -1,0 +1,137 @@
+"""The one description of a training run: ``TrainConfig``, its help text and defaults (the field metadata), what
+may change when a run is resumed, and its validation, done once and completely before anything is created on
+disk. The command line's ``train`` options are generated from it (minivae/cli.py), as HuggingFace's
+``HfArgumentParser`` generates them from a dataclass. Tests: tests/test_config.py, tests/test_train.py.
+"""
+import dataclasses
+from typing import Optional
+
+from .backend import DEVICES, dtype_name
+from .checks import check_choice, check_int, check_number
+from .data import BINARIZE_MODES, DATASETS
+from .layers import ACTIVATIONS
+from .likelihoods import SIGMA_MIN
+from .optim import OPTIMIZERS
+from .parts import LIKELIHOODS, PRIORS, check_likelihood_options
+
+FIXED, MAY_CHANGE = "fixed", "may change"      # what a field may do when a run is resumed
+
+
+def option(default, help, on_resume=FIXED, flag_type=None):
+    """A TrainConfig field: its default, its help text, whether a resumed run may change it, and the type the
+    command line parses it with (None: the field's own type)."""
+    return dataclasses.field(default=default, metadata={"help": help, "on_resume": on_resume,
+                                                        "flag_type": flag_type})
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything that defines a training run. The defaults are what ``minivae train`` runs with no arguments."""
+    dataset: str = option("digits", f"the data: {', '.join(DATASETS)}")
+    epochs: int = option(300, "epochs to train (on --resume: the total, counting those done)", MAY_CHANGE)
+    batch_size: int = option(64, "examples per minibatch")
+    lr: float = option(1e-3, "learning rate", MAY_CHANGE)
+    optimizer: str = option("adam", f"the optimizer: {', '.join(OPTIMIZERS)}")
+    z_dim: int = option(8, "latent dimension Z")
+    hidden: tuple = option((400,), "hidden layer sizes of the encoder and the decoder, comma-separated; 'none' "
+                                   "for a linear VAE", flag_type="hidden")
+    activation: str = option("tanh", f"activation of the hidden layers: {', '.join(ACTIVATIONS)}")
+    likelihood: str = option("bernoulli", "p(x|z): bernoulli, gaussian, or categorical (a softmax over --levels "
+                                          "intensity levels)")
+    gaussian_variance: str = option("shared", "gaussian: fixed (at --sigma), shared (one learned value), per-dim "
+                                              "(one per dimension) or per-element (a second decoder head)")
+    sigma: float = option(1.0, "gaussian-variance fixed: the standard deviation")
+    sigma_min: float = option(SIGMA_MIN, "floor of a learned gaussian standard deviation: variance = sigma_min^2 "
+                                         "+ exp(raw) (the likelihood is unbounded without it)")
+    levels: int = option(256, "categorical: intensity levels L, level = round(x (L - 1)); 17 for the digits, 256 "
+                              "for 8-bit images")
+    beta: float = option(1.0, "weight on the KL term (beta-VAE; 1: the ELBO)", MAY_CHANGE)
+    kl_warmup_epochs: int = option(0, "the KL weight rises linearly, step by step, from --kl-warmup-start to "
+                                      "--beta over this many epochs (0: no warm-up)")
+    kl_warmup_start: float = option(0.0, "the KL weight of the first step of a warm-up")
+    iw_samples: int = option(1, "K > 1: train on the importance-weighted bound L_K with K samples per example")
+    prior: str = option("normal", "p(z): normal (N(0, I)) or mog (a learned mixture of Gaussians)")
+    prior_components: int = option(10, "mixture components of --prior mog")
+    seed: int = option(0, "seed of the initial weights, the data order and the noise (independent streams)")
+    device: str = option("cpu", f"where to train: {', '.join(DEVICES)} (CuPy; array-api-strict)", MAY_CHANGE)
+    dtype: str = option("float32", "float32 or float64")
+    out: str = option("runs/minivae", "folder for checkpoint.npz, metrics.json and loss_curves.png (on "
+                                      "--resume: the checkpoint's folder)", MAY_CHANGE)
+    checkpoint_every: int = option(10, "epochs between checkpoints (one is always written at the end and on "
+                                       "Ctrl-C)", MAY_CHANGE)
+    data_dir: Optional[str] = option(None, "folder of the mnist / fashion-mnist IDX files; missing ones are "
+                                           "downloaded there (default: $MINIVAE_DATA/<dataset> or "
+                                           "~/.cache/minivae/<dataset>)", MAY_CHANGE)
+    binarize: str = option("none", "none, threshold (x > 0.5), sample (one fixed Bernoulli sample) or dynamic (a "
+                                   "fresh sample of each training batch)")
+    log_every: int = option(1, "print one line every this many epochs (and the last); 0: only the header and "
+                               "the result", MAY_CHANGE)
+
+    def validate(self):
+        """The config with its values normalised (hidden a tuple of ints, dtype a name), or a ValueError naming
+        the first bad option. Checks every option, so nothing starts that a later check would stop."""
+        c = self
+        hidden = (c.hidden,) if isinstance(c.hidden, int) else c.hidden
+        if not isinstance(hidden, (tuple, list)):
+            raise ValueError(f"hidden must be a tuple of layer sizes, got {c.hidden!r}")
+        try:
+            dtype = dtype_name(c.dtype)
+        except TypeError:
+            dtype = c.dtype
+        c = dataclasses.replace(c, hidden=tuple(check_int(h, "hidden", 1) for h in hidden), dtype=dtype)
+        check_choice(c.dataset, "dataset", DATASETS)
+        for name in ("epochs", "batch_size", "z_dim", "checkpoint_every", "iw_samples", "prior_components"):
+            check_int(getattr(c, name), name, 1)
+        for name in ("seed", "kl_warmup_epochs", "log_every"):
+            check_int(getattr(c, name), name, 0)
+        check_number(c.lr, "lr", 0.0, strict=True)
+        check_number(c.beta, "beta", 0.0)
+        check_number(c.kl_warmup_start, "kl_warmup_start", 0.0)
+        check_choice(c.optimizer, "optimizer", OPTIMIZERS)
+        check_choice(c.activation, "activation", ACTIVATIONS)
+        check_choice(c.prior, "prior", PRIORS)
+        check_choice(c.likelihood, "likelihood", LIKELIHOODS)
+        check_likelihood_options(c.likelihood, c.gaussian_variance, c.sigma, c.sigma_min, c.levels)
+        check_choice(c.device, "device", DEVICES)
+        check_choice(c.dtype, "dtype", ("float32", "float64"))
+        check_choice(c.binarize, "binarize", BINARIZE_MODES)
+        if not isinstance(c.out, str) or not c.out:
+            raise ValueError(f"out must be a folder path, got {c.out!r}")
+        if c.data_dir is not None and (not isinstance(c.data_dir, str) or not c.data_dir):
+            raise ValueError(f"data_dir must be a folder path or None, got {c.data_dir!r}")
+        return c
+
+    def changed(self):
+        """{field: value} for every field that differs from its default (the run's header names them)."""
+        default = TrainConfig()
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if getattr(self, f.name) != getattr(default, f.name)}
+
+
+def resume_policy(name):
+    """FIXED or MAY_CHANGE for the field ``name``."""
+    return {f.name: f.metadata["on_resume"] for f in dataclasses.fields(TrainConfig)}[name]
+
+
+def resumed_config(saved, typed, path):
+    """The saved run's config (a dict from its checkpoint) with what the user typed applied: a field that may
+    change on resume takes the typed value; a fixed one must equal the saved value, or a ValueError names it.
+    Returns (config, {field: (saved, typed)} for every field that changed)."""
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    base = TrainConfig(**{k: v for k, v in saved.items() if k in fields})
+    base = dataclasses.replace(base, hidden=tuple(base.hidden))
+    changes = {}
+    for name, value in typed.items():
+        if name not in fields:
+            raise ValueError(f"{name} is not a training option")
+        old = getattr(base, name)
+        new = tuple(value) if name == "hidden" and isinstance(value, (list, tuple)) else value
+        if new == old:
+            continue
+        if fields[name].metadata["on_resume"] == FIXED:
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"{flag} cannot change when resuming {path}: the run was trained with {old!r}, "
+                             f"you gave {value!r} (start a new run with a new --out to change it)")
+        changes[name] = (old, new)
+    config = dataclasses.replace(base, **{k: new for k, (_, new) in changes.items()})
+    return config, changes
