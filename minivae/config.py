@@ -15,6 +15,7 @@ from .optim import OPTIMIZERS
 from .parts import LIKELIHOODS, PRIORS, check_likelihood_options
 
 FIXED, MAY_CHANGE = "fixed", "may change"      # what a field may do when a run is resumed
+ARRAYS = "arrays"                               # the dataset of a run trained by fit() on the caller's arrays
 
 
 def option(default, help, on_resume=FIXED, flag_type=None):
@@ -79,7 +80,7 @@ class TrainConfig:
         except TypeError:
             dtype = c.dtype
         c = dataclasses.replace(c, hidden=tuple(check_int(h, "hidden", 1) for h in hidden), dtype=dtype)
-        check_choice(c.dataset, "dataset", DATASETS)
+        check_choice(c.dataset, "dataset", DATASETS + (ARRAYS,))
         for name in ("epochs", "batch_size", "z_dim", "checkpoint_every", "iw_samples", "prior_components"):
             check_int(getattr(c, name), name, 1)
         for name in ("seed", "kl_warmup_epochs", "log_every"):
@@ -135,3 +136,43 @@ def resumed_config(saved, typed, path):
         changes[name] = (old, new)
     config = dataclasses.replace(base, **{k: new for k, (_, new) in changes.items()})
     return config, changes
+
+
+# ---- the command line's train options, generated from the fields -------------------------------------------------
+
+def parse_hidden(text):
+    """'256' -> (256,);  '400,200' -> (400, 200);  '' or 'none' -> () (linear encoder and decoder)."""
+    import argparse
+    if text.strip().lower() in ("", "none"):
+        return ()
+    try:
+        sizes = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated layer sizes such as 400,200; got {text!r}")
+    if any(s <= 0 for s in sizes):
+        raise argparse.ArgumentTypeError(f"layer sizes must be positive; got {text!r}")
+    return sizes
+
+
+def _shown(value):
+    if isinstance(value, tuple):
+        return ",".join(map(str, value)) or "none"
+    return "none" if value is None else str(value)
+
+
+def add_train_options(parser):
+    """One ``--flag`` per TrainConfig field, its help ending in the default. An option the user does not type is
+    absent from the parsed namespace (``argparse.SUPPRESS``), so ``typed_options(args)`` is exactly what was
+    typed: a value equal to the default still counts as typed."""
+    import argparse
+    for f in dataclasses.fields(TrainConfig):
+        kind = {"hidden": parse_hidden}.get(f.metadata["flag_type"]) or {int: int, float: float}.get(f.type, str)
+        resume_note = "; may change on --resume" if f.metadata["on_resume"] == MAY_CHANGE else ""
+        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=argparse.SUPPRESS,
+                            metavar=f.name.upper(),
+                            help=f"{f.metadata['help']} (default: {_shown(f.default)}{resume_note})")
+
+
+def typed_options(args):
+    """{field: value} for the TrainConfig options present in the parsed ``args``."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}

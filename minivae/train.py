@@ -28,7 +28,7 @@ import numpy as np
 
 from .backend import get_device, to_host
 from .checkpoint import atomic_write, load_checkpoint, restore_params, save_checkpoint
-from .config import TrainConfig, resumed_config
+from .config import ARRAYS, TrainConfig, resumed_config
 from .data import check_data, dynamic_binarize, load_dataset
 from .evaluate import evaluate_elbo
 from .health import TrainingError, check_health
@@ -112,11 +112,16 @@ def train(config=None, log=print, resume=None, overwrite=False, **options):
     else:
         config = dataclasses.replace(config or TrainConfig(), **options)
     config = config.validate()
+    if config.dataset == ARRAYS:
+        raise ValueError("this run trained on arrays given to fit(x_train, ...); train() and --resume read a named "
+                         "dataset (pass the arrays to fit again to train on them)")
     if ckpt is not None and config.epochs < ckpt["epoch"]:
         raise ValueError(f"epochs ({config.epochs}) is below the {ckpt['epoch']} epochs that {resume!r} has done")
     if config.data_dir:
         config = dataclasses.replace(config, data_dir=os.path.abspath(config.data_dir))   # found from anywhere
     data = load_dataset(config.dataset, config.data_dir, config.binarize)
+    _check_data(config, data.x_train, "training data")
+    _check_data(config, data.x_test, "held-out data")
     run_data = RunData(data.x_train, data.x_test, dict(dataset=config.dataset, binarize=config.binarize,
                                                         data_dir=config.data_dir, image_shape=data.image_shape))
     resuming_here = ckpt is not None and _same_folder(os.path.dirname(os.path.abspath(os.fspath(resume))),
@@ -134,17 +139,24 @@ def fit(x_train, x_valid=None, *, out=None, log=print, overwrite=False, **option
     floats (in [0, 1] for the Bernoulli and categorical likelihoods), with any TrainConfig ``options`` (z_dim,
     hidden, likelihood, epochs, ...). ``out``: a folder for checkpoints and metrics (None: nothing is written;
     Ctrl-C then stops and returns). Returns a TrainResult; ``result.model`` and ``result.history``."""
-    config = TrainConfig(**{"dataset": "arrays", **options}, **({"out": out} if out is not None else {}))
+    config = TrainConfig(**{"dataset": ARRAYS, **options}, **({"out": out} if out is not None else {}))
     config = config.validate()
     for x, name in ((x_train, "x_train"), (x_valid, "x_valid")):
         if x is not None:
-            check_data(x, config.likelihood, name)
+            _check_data(config, x, name)
     if x_valid is not None and x_valid.shape[1] != x_train.shape[1]:
         raise ValueError(f"x_valid has {x_valid.shape[1]} dimensions, x_train {x_train.shape[1]}")
-    run_data = RunData(x_train, x_valid, dict(dataset="arrays", binarize=config.binarize, data_dir=None,
+    run_data = RunData(x_train, x_valid, dict(dataset=ARRAYS, binarize=config.binarize, data_dir=None,
                                               image_shape=None))
     folder = RunFolder(config.out, overwrite=overwrite) if out is not None else None
     return _run(config, run_data, log, folder)
+
+
+def _check_data(config, x, what):
+    """The data checks (minivae/data.py) and the dtype's range, naming ``what``."""
+    check_data(x, config.likelihood, what)
+    if config.dtype == "float32" and np.max(np.abs(x)) > np.finfo(np.float32).max:
+        raise ValueError(f"{what} holds values beyond the float32 range (|x| > 3.4e38); use dtype float64")
 
 
 # ---- the run ---------------------------------------------------------------------------------------------------
@@ -152,12 +164,6 @@ def fit(x_train, x_valid=None, *, out=None, log=print, overwrite=False, **option
 def _run(config, data, log, folder, ckpt=None, resume=None, changes=None):
     """Build the model, optimizer and RNG (restored from ``ckpt`` when resuming), check everything that can be
     checked, then claim ``folder`` (None: write nothing) and train."""
-    for x, what in ((data.x_train, "training data"), (data.x_valid, "held-out data")):
-        if x is None:
-            continue
-        check_data(x, config.likelihood, what)
-        if config.dtype == "float32" and np.max(np.abs(x)) > np.finfo(np.float32).max:
-            raise ValueError(f"{what} holds values beyond the float32 range (|x| > 3.4e38); use dtype float64")
     if folder is not None:
         folder.check()                                           # an earlier run's checkpoint: refused now
     device = get_device(config.device)
