@@ -230,8 +230,16 @@ def _panels(panels, vertical):
     return fig
 
 
+def check_png_path(path, name="out"):
+    """``path`` must name a .png file: minivae draws PNG, and a .jpg holding PNG bytes misleads every viewer."""
+    if not str(path).lower().endswith(".png"):
+        raise ValueError(f"{name} {str(path)!r} must be a .png file (the pictures are PNG)")
+    return path
+
+
 def _save(fig, path):
     """Render ``fig`` to PNG in memory, then write it to ``path`` atomically. Returns ``path``."""
+    check_png_path(path)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)
     try:

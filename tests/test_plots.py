@@ -366,11 +366,19 @@ def test_bad_counts_and_inputs(run2, digits, tmp_path):
 
 
 def test_unwritable_path_names_the_file_and_leaves_nothing(run2, tmp_path):
-    folder = tmp_path / "taken"
+    folder = tmp_path / "taken.png"
     folder.mkdir()
     with pytest.raises(OSError, match="taken"):
         plots.plot_samples(run2[0].model, (8, 8), folder, n=4)
-    assert list(folder.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+    assert list(folder.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["taken.png"]
+
+
+@pytest.mark.parametrize("name", ["s.jpg", "s", "s.png.txt"])
+def test_a_path_that_is_not_png_is_refused_and_nothing_written(run2, tmp_path, name):
+    """PNG bytes written into s.jpg mislead every viewer: the picture commands refuse any other suffix."""
+    with pytest.raises(ValueError, match=r"out .* must be a \.png file"):
+        plots.plot_samples(run2[0].model, (8, 8), tmp_path / name, n=4)
+    assert list(tmp_path.iterdir()) == []
 
 
 # ---- loss curves ------------------------------------------------------------------------------------------------
