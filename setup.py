@@ -14,6 +14,7 @@ setup(
         "scipy>=1.11",
         "matplotlib>=3.7",
         "scikit-learn>=1.3",      # only for the handwritten digits it ships
+        "tqdm>=4.60",             # progress bars of long evaluations
     ],
     extras_require={
         # CuPy wheels are built per CUDA major version: pick the one for your driver, e.g.

@@ -158,21 +158,45 @@ def _train(args):
     return 130 if result.interrupted else 0
 
 
-EVALUATE_ROWS = [
-    ("neg_elbo", "negative ELBO (1 sample)"), ("nll", "  reconstruction NLL (distortion)"),
+EVALUATE_ROWS = [       # (key, label): each estimate prints with its standard error, key + "_se", where it has one
+    ("neg_elbo", "negative ELBO (mean of {samples} draws)"), ("nll", "  reconstruction NLL (distortion)"),
     ("kl", "  KL(q(z|x) || p(z)) (rate)"), ("bits_per_dim", "negative ELBO, bits per dimension"),
-    ("neg_iw_bound", "negative L_k (importance weighted)"), ("quadrature_neg_elbo", "negative ELBO (quadrature)"),
-    ("neg_log_px", "-log p(x) (quadrature)"), ("posterior_gap", "log p(x) - ELBO = KL(q(z|x) || p(z|x))"),
-    ("quadrature_error", "  quadrature error estimate"), ("true_neg_log_px", "-log p(x) of the true model"),
-    ("active_units", "active units (Var_x E_q[z_j] > 0.01)"), ("mutual_information", "I_q(x; z)"),
-    ("marginal_kl", "KL(q(z) || p(z))"),
+    ("neg_iw_bound", "negative L_k, k = {k} (a bound in expectation)"),
+    ("neg_log_px", "-log p(x) (quadrature)"), ("quadrature_neg_elbo", "negative ELBO (quadrature)"),
+    ("posterior_gap", "log p(x) - ELBO = KL(q(z|x) || p(z|x))"),
+    ("quadrature_error", "  quadrature error of log p(x)"), ("elbo_quadrature_error", "  quadrature error of the ELBO"),
+    ("grid_points", "  grid points"), ("quadrature_converged", "  converged to tol"),
+    ("active_units", "active units (Var_x E_q[z_j] > 0.01)"),
+    ("mutual_information", "I_q(x; z) (mean of {samples} draws)"), ("marginal_kl", "KL(q(z) || p(z))"),
+    ("true_neg_log_px", "-log p(x) of the true model"),
 ]
 
 
+def _format_number(value):
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    if isinstance(value, int):
+        return f"{value:d}"
+    return f"{value:.4f}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
+
+
+def _print_rows(result, keys):
+    """The rows of EVALUATE_ROWS whose keys are among ``keys``, each as value ± standard error where there is one,
+    flushed at once (so a section's numbers are on screen before the next, longer one starts)."""
+    for key, label in EVALUATE_ROWS:
+        if key in keys:
+            se = result.get(f"{key}_se")
+            text = f"{_format_number(result[key]):>12s}" + (f" ± {_format_number(se)}" if se is not None else "")
+            print(f"  {label.format(**result):<48s} {text}", flush=True)
+
+
 def _evaluate(args):
+    """Prints each section of the evaluation as soon as it is computed (ELBO, L_k, quadrature, active units,
+    ELBO surgery); on Ctrl-C or a memory error the sections already printed are also written to --json, with
+    "complete": false."""
     from .checkpoint import atomic_write, load_model
     from .data import check_data, load_dataset
-    from .evaluate import evaluate
+    from .evaluate import evaluate_sections
     import os
     if args.json and (os.path.isdir(args.json) or not os.path.isdir(os.path.dirname(os.path.abspath(args.json)))):
         raise ValueError(f"--json {args.json!r} must be a file in an existing folder")   # before the long evaluation
@@ -185,19 +209,36 @@ def _evaluate(args):
     if args.exact == "yes" and model.z_dim > 2:
         raise ValueError(f"--exact yes needs z_dim 1 or 2; this model has z_dim {model.z_dim}")
     x = model.device.asarray(x_test, dtype=model.dtype_name)
-    result = evaluate(model, x, k=args.k, seed=args.seed, exact=None if args.exact == "auto" else args.exact == "yes")
+    result = {}
+
+    def save():
+        if args.json:
+            atomic_write(args.json, lambda f: f.write(json.dumps(result, indent=2).encode()))
+
+    print(f"{args.checkpoint}: held-out {dataset} ({x.shape[0]} examples), nats per example, "
+          f"estimate ± standard error", flush=True)
+    section = None                                      # the last section computed
+    try:
+        samples = getattr(args, "samples", 10)          # draws per example of the ELBO and the surgery
+        for section, part in evaluate_sections(model, x, k=args.k, seed=args.seed, samples=samples,
+                                               exact=None if args.exact == "auto" else args.exact == "yes"):
+            result.update(part)
+            _print_rows(result, part)
+    except (KeyboardInterrupt, MemoryError) as e:
+        result["complete"] = False
+        save()
+        if isinstance(e, KeyboardInterrupt):
+            raise                                       # main: "interrupted", exit 130
+        done = f"after the {section} section (the sections above are complete" if section else "(nothing computed"
+        print(f"minivae evaluate: error: out of memory {done}{'; saved to ' + args.json if args.json else ''})",
+              file=sys.stderr)
+        return 2
     if dataset == "synthetic":
         from .data import synthetic_log_px
         result["true_neg_log_px"] = -float(synthetic_log_px(x_test).mean())
-    print(f"{args.checkpoint}: held-out {dataset} ({result['examples']} examples), nats per example, "
-          f"k = {result['k']}")
-    for key, label in EVALUATE_ROWS:
-        if key in result:
-            value = result[key]
-            print(f"  {label:<42s} {value:>12d}" if isinstance(value, int) else f"  {label:<42s} {value:12.4f}"
-                  if abs(value) >= 1e-3 or value == 0 else f"  {label:<42s} {value:12.2e}")
-    if args.json:
-        atomic_write(args.json, lambda f: f.write(json.dumps(result, indent=2).encode()))
+        _print_rows(result, ["true_neg_log_px"])
+    result["complete"] = True
+    save()
     return 0
 
 
