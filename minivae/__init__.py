@@ -15,6 +15,8 @@ from .objectives import ELBO, IWBound
 from .optim import SGD, Adam
 from .reparam import logvar_clamp_backward, logvar_clamp_forward, reparameterize_backward, reparameterize_forward
 from .rng import RNG
+from .checkpoint import load_model
+from .train import fit
 
 __version__ = "0.1.0"
 

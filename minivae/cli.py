@@ -7,24 +7,11 @@ import argparse
 import json
 import sys
 
+from .config import add_train_options, typed_options
+
 from .backend import DeviceError
 from .checkpoint import CheckpointError
-from .train import TrainConfig, TrainingError
-
-DEFAULTS = TrainConfig()
-
-
-def _hidden(text):
-    """'256' -> (256,);  '400,200' -> (400, 200);  '' or 'none' -> () (linear encoder and decoder)."""
-    if text.strip().lower() in ("", "none"):
-        return ()
-    try:
-        sizes = tuple(int(t) for t in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated layer sizes such as 400,200; got {text!r}")
-    if any(s <= 0 for s in sizes):
-        raise argparse.ArgumentTypeError(f"layer sizes must be positive; got {text!r}")
-    return sizes
+from .health import TrainingError
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -34,64 +21,31 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default after its help, unless the help says it already or there is none to show."""
+
+    def _get_help_string(self, action):
+        if any(action.default is v for v in (None, False, argparse.SUPPRESS)) or "default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser():
     parser = _OneLineParser(prog="minivae", description="A hand-derived variational autoencoder "
                                      "on NumPy/CuPy.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a VAE (default: the 8x8 digits, under a minute on a CPU)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    t.add_argument("--dataset", default=DEFAULTS.dataset, help="digits, mnist, fashion-mnist or synthetic")
-    t.add_argument("--epochs", type=int, default=DEFAULTS.epochs)
-    t.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
-    t.add_argument("--lr", type=float, default=DEFAULTS.lr, help="learning rate")
-    t.add_argument("--optimizer", default=DEFAULTS.optimizer, help="adam or sgd")
-    t.add_argument("--z-dim", type=int, default=DEFAULTS.z_dim, help="latent dimension")
-    t.add_argument("--hidden", type=_hidden, default=",".join(map(str, DEFAULTS.hidden)),
-                   help="hidden layer sizes, comma-separated; 'none' for linear")
-    t.add_argument("--activation", default=DEFAULTS.activation, help="tanh, relu, sigmoid, softplus, identity")
-    t.add_argument("--likelihood", default=DEFAULTS.likelihood, help="p(x|z): bernoulli, gaussian or categorical "
-                   "(a softmax over --levels intensity levels)")
-    t.add_argument("--gaussian-variance", default=DEFAULTS.gaussian_variance,
-                   help="gaussian: fixed (at --sigma), shared (one learned value), per-dim (one per dimension) or "
-                   "per-element (a second decoder head)")
-    t.add_argument("--sigma", type=float, default=DEFAULTS.sigma,
-                   help="gaussian-variance fixed: the standard deviation")
-    t.add_argument("--sigma-min", type=float, default=DEFAULTS.sigma_min,
-                   help="floor of a learned gaussian standard deviation: variance = sigma_min^2 + exp(raw) "
-                   "(the likelihood is unbounded without it)")
-    t.add_argument("--levels", type=int, default=DEFAULTS.levels,
-                   help="categorical: number of intensity levels L, level = round(x (L - 1)); 17 for the digits, "
-                   "256 for 8-bit images")
-    t.add_argument("--beta", type=float, default=DEFAULTS.beta, help="weight on the KL term")
-    t.add_argument("--kl-warmup-epochs", type=int, default=DEFAULTS.kl_warmup_epochs,
-                   help="the KL weight rises linearly, step by step, from --kl-warmup-start to --beta over this "
-                   "many epochs (0: no warm-up)")
-    t.add_argument("--kl-warmup-start", type=float, default=DEFAULTS.kl_warmup_start,
-                   help="the KL weight of the first step of a warm-up")
-    t.add_argument("--iw-samples", type=int, default=DEFAULTS.iw_samples,
-                   help="K > 1: train on the importance-weighted bound L_K with K samples per example")
-    t.add_argument("--prior", default=DEFAULTS.prior, help="p(z): normal (N(0, I)) or mog (a learned mixture of "
-                   "Gaussians)")
-    t.add_argument("--prior-components", type=int, default=DEFAULTS.prior_components,
-                   help="number of mixture components of --prior mog")
-    t.add_argument("--seed", type=int, default=DEFAULTS.seed)
-    t.add_argument("--device", default=DEFAULTS.device, help="cpu, gpu (CuPy) or strict (array-api-strict)")
-    t.add_argument("--dtype", default=DEFAULTS.dtype, help="float32 or float64")
-    t.add_argument("--out", default=DEFAULTS.out, help="folder for checkpoint.npz and metrics.json")
-    t.add_argument("--data-dir", default=DEFAULTS.data_dir, help="folder of the mnist / fashion-mnist IDX files; "
-                   "missing ones are downloaded there. None: $MINIVAE_DATA/<dataset> or "
-                   "~/.cache/minivae/<dataset>")
-    t.add_argument("--checkpoint-every", type=int, default=DEFAULTS.checkpoint_every,
-                   help="epochs between checkpoints (one is always written at the end and on Ctrl-C)")
+                       formatter_class=_Defaults, description="Every option's default is what `minivae train` "
+                       "runs with; on --resume, an option you type is applied if it may change and refused "
+                       "(naming it) if it would change the run.")
+    add_train_options(t)                                  # one flag per TrainConfig field (minivae/config.py)
     t.add_argument("--resume", default=None, metavar="CHECKPOINT",
-                   help="continue the run saved in CHECKPOINT (only --epochs, --out, --device, --data-dir and "
-                   "--checkpoint-every may change)")
-    t.add_argument("--binarize", default=DEFAULTS.binarize, help="none, threshold (x > 0.5), sample (one fixed "
-                   "Bernoulli sample) or dynamic (a fresh sample of each training batch)")
+                   help="continue the run saved in CHECKPOINT, writing beside it unless --out is given")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace the checkpoint already in --out (otherwise such a folder is refused)")
 
-    e = sub.add_parser("evaluate", help="held-out negative ELBO of a checkpoint",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    e = sub.add_parser("evaluate", help="held-out negative ELBO of a checkpoint", formatter_class=_Defaults)
     e.add_argument("checkpoint")
     e.add_argument("--device", default="cpu", help="cpu, gpu (CuPy) or strict (array-api-strict)")
     e.add_argument("--seed", type=int, default=0, help="seed of the evaluation noise")
@@ -100,12 +54,15 @@ def build_parser():
                    help="exact log p(x) by quadrature over z (z_dim 1 or 2; auto: when z_dim <= 2)")
     e.add_argument("--dtype", default="float64", help="dtype the evaluation computes in")
     e.add_argument("--json", default=None, help="also write the results to this JSON file")
+    e.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
 
     # pictures (minivae/plots.py): each writes a PNG, by default beside the checkpoint, and prints its path
     def picture(name, help, default_file):
-        p = sub.add_parser(name, help=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p = sub.add_parser(name, help=help, formatter_class=_Defaults)
         p.add_argument("checkpoint")
         p.add_argument("--device", default="cpu", help="cpu, gpu (CuPy) or strict (array-api-strict)")
+        if name != "sample":                              # the held-out images: the data, reloaded
+            p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
         if default_file:
             p.add_argument("--out", default=None, help=f"PNG file (default: {default_file} beside the checkpoint)")
         return p
@@ -135,26 +92,24 @@ def build_parser():
     return parser
 
 
-TRAIN_FIELDS = ("dataset", "epochs", "batch_size", "lr", "optimizer", "z_dim", "hidden", "activation",
-                "likelihood", "gaussian_variance", "sigma", "sigma_min", "levels", "beta", "kl_warmup_epochs",
-                "kl_warmup_start", "iw_samples", "prior", "prior_components", "seed", "device", "dtype", "out",
-                "data_dir", "binarize", "checkpoint_every")
-
-
 def _train(args):
-    from .kernels import retain_freed_memory
-    from .train import train
+    import os
+
     import numpy as np
+
+    from .config import TrainConfig
+    from .kernels import retain_freed_memory
+    from .plots import plot_loss_curves
+    from .train import train
     retain_freed_memory()           # reuse freed step memory instead of page-faulting it in every step (glibc)
-    if args.resume:
-        defaults = build_parser().parse_args(["train"])
-        changed = {f: getattr(args, f) for f in TRAIN_FIELDS if getattr(args, f) != getattr(defaults, f)}
-        run = lambda: train(resume=args.resume, **changed)      # noqa: E731
-    else:
-        config = TrainConfig(**{f: getattr(args, f) for f in TRAIN_FIELDS})
-        run = lambda: train(config)                              # noqa: E731
+    typed = typed_options(args)     # exactly the options typed, a default's value included
     with np.errstate(over="ignore", invalid="ignore"):    # a non-finite loss is caught and reported by train
-        result = run()
+        if args.resume:
+            result = train(resume=args.resume, overwrite=args.overwrite, **typed)
+        else:
+            result = train(TrainConfig(**typed), overwrite=args.overwrite)
+    if result.history and result.checkpoint:
+        print(f"wrote {plot_loss_curves(result.history, os.path.join(os.path.dirname(result.checkpoint), 'loss_curves.png'))}")
     return 130 if result.interrupted else 0
 
 
@@ -190,21 +145,34 @@ def _print_rows(result, keys):
             print(f"  {label.format(**result):<48s} {text}", flush=True)
 
 
+def _terminate_as_interrupt():
+    """Until the returned function is called, SIGTERM (a scheduler's or kill's stop) raises KeyboardInterrupt, so
+    a stopped evaluation keeps what it computed as Ctrl-C does. Returns the function that restores the handler."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except (ValueError, AttributeError):                 # not the main thread, or no SIGTERM on this platform
+        return lambda: None
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
 def _evaluate(args):
     """Prints each section of the evaluation as soon as it is computed (ELBO, L_k, quadrature, active units,
-    ELBO surgery); on Ctrl-C or a memory error the sections already printed are also written to --json, with
-    "complete": false."""
+    ELBO surgery); on Ctrl-C, SIGTERM or a memory error the sections already printed are also written to --json,
+    with "complete": false."""
     from .checkpoint import atomic_write, load_model
-    from .data import check_data, load_dataset
+    from .data import check_data
     from .evaluate import evaluate_sections
     import os
     if args.json and (os.path.isdir(args.json) or not os.path.isdir(os.path.dirname(os.path.abspath(args.json)))):
         raise ValueError(f"--json {args.json!r} must be a file in an existing folder")   # before the long evaluation
     model, ckpt = load_model(args.checkpoint, device=args.device, dtype=args.dtype)
-    train_config = ckpt["train"]
-    dataset = train_config.get("dataset", "digits")
-    x_test = load_dataset(dataset, train_config.get("data_dir"),
-                          train_config.get("binarize", "none")).x_test     # binarised as in training
+    meta = ckpt["data"]                                  # what the checkpoint records of its data
+    dataset = meta["dataset"]
+    x_test = _checkpoint_data(meta, args.data_dir).x_test                  # binarised as in training
     check_data(x_test, model.config["likelihood"], "held-out data")
     if args.exact == "yes" and model.z_dim > 2:
         raise ValueError(f"--exact yes needs z_dim 1 or 2; this model has z_dim {model.z_dim}")
@@ -218,6 +186,7 @@ def _evaluate(args):
     print(f"{args.checkpoint}: held-out {dataset} ({x.shape[0]} examples), nats per example, "
           f"estimate ± standard error", flush=True)
     section = None                                      # the last section computed
+    stop = _terminate_as_interrupt()
     try:
         samples = getattr(args, "samples", 10)          # draws per example of the ELBO and the surgery
         for section, part in evaluate_sections(model, x, k=args.k, seed=args.seed, samples=samples,
@@ -233,6 +202,8 @@ def _evaluate(args):
         print(f"minivae evaluate: error: out of memory {done}{'; saved to ' + args.json if args.json else ''})",
               file=sys.stderr)
         return 2
+    finally:
+        stop()
     if dataset == "synthetic":
         from .data import synthetic_log_px
         result["true_neg_log_px"] = -float(synthetic_log_px(x_test).mean())
@@ -242,15 +213,39 @@ def _evaluate(args):
     return 0
 
 
-def _model_and_data(args):
-    """The checkpoint's model on ``--device`` and its dataset, binarised as in training."""
+DATA_DIR_HELP = ("folder of the mnist / fashion-mnist files, if they moved since training (default: the folder "
+                 "the checkpoint names)")
+
+
+def _model_and_data(args, need_data=True):
+    """The checkpoint's model on ``--device``, and what the checkpoint records of its data (dataset, binarize,
+    data_dir, image_shape); with ``need_data`` also the dataset itself, binarised as in training, read from
+    ``--data-dir`` if given."""
     from .checkpoint import load_model
-    from .data import load_dataset
+    from .plots import check_png_path
+    for name in ("out", "out_manifold", "out_scatter"):          # a wrong file name: refused before any work
+        if getattr(args, name, None):
+            check_png_path(getattr(args, name), "--" + name.replace("_", "-"))
     model, ckpt = load_model(args.checkpoint, device=args.device)
-    train_config = ckpt["train"]
-    data = load_dataset(train_config.get("dataset", "digits"), train_config.get("data_dir"),
-                        train_config.get("binarize", "none"))
-    return model, data
+    meta = ckpt["data"]
+    data = None
+    if need_data or meta.get("image_shape") is None:              # older checkpoints: the shape from the data
+        data = _checkpoint_data(meta, getattr(args, "data_dir", None))
+        meta = {**meta, "image_shape": data.image_shape}
+    return model, meta, data
+
+
+def _checkpoint_data(meta, data_dir):
+    """The dataset a checkpoint was trained on (its record ``meta``), binarised as in training, from ``data_dir``
+    if given, else from the folder the checkpoint names."""
+    from .data import load_dataset
+    stored = meta.get("data_dir")
+    try:
+        return load_dataset(meta["dataset"], data_dir or stored, meta.get("binarize", "none"))
+    except ValueError as e:
+        if data_dir is None and stored is not None:
+            raise ValueError(f"{e} (the checkpoint's data folder has moved? pass --data-dir FOLDER)") from None
+        raise
 
 
 def _beside_checkpoint(args, name):
@@ -260,16 +255,16 @@ def _beside_checkpoint(args, name):
 
 def _sample(args):
     from .plots import plot_samples
-    model, data = _model_and_data(args)
+    model, meta, _ = _model_and_data(args, need_data=False)     # the image shape is in the checkpoint
     out = args.out or _beside_checkpoint(args, "samples.png")
-    print(plot_samples(model, data.image_shape, out, n=args.n, seed=args.seed,
+    print(plot_samples(model, meta["image_shape"], out, n=args.n, seed=args.seed,
                        from_likelihood=args.from_likelihood))
     return 0
 
 
 def _reconstruct(args):
     from .plots import plot_reconstructions
-    model, data = _model_and_data(args)
+    model, _, data = _model_and_data(args)
     out = args.out or _beside_checkpoint(args, "reconstructions.png")
     print(plot_reconstructions(model, data.x_test, data.image_shape, out, n=args.n, sampled=args.sampled,
                                seed=args.seed))
@@ -278,7 +273,7 @@ def _reconstruct(args):
 
 def _interpolate(args):
     from .plots import plot_interpolations
-    model, data = _model_and_data(args)
+    model, _, data = _model_and_data(args)
     out = args.out or _beside_checkpoint(args, "interpolations.png")
     print(plot_interpolations(model, data.x_test, data.image_shape, out, pairs=args.pairs, steps=args.steps,
                               kind=args.kind, seed=args.seed))
@@ -287,7 +282,7 @@ def _interpolate(args):
 
 def _latent(args):
     from .plots import plot_latent_manifold, plot_latent_scatter
-    model, data = _model_and_data(args)
+    model, _, data = _model_and_data(args)
     if model.z_dim != 2:
         raise ValueError(f"{args.checkpoint} has z_dim {model.z_dim}; the latent pictures need a 2-D latent "
                          f"space (train with --z-dim 2)")

@@ -61,8 +61,8 @@ class TrainConfig:
     checkpoint_every: int = option(10, "epochs between checkpoints (one is always written at the end and on "
                                        "Ctrl-C)", MAY_CHANGE)
     data_dir: Optional[str] = option(None, "folder of the mnist / fashion-mnist IDX files; missing ones are "
-                                           "downloaded there (default: $MINIVAE_DATA/<dataset> or "
-                                           "~/.cache/minivae/<dataset>)", MAY_CHANGE)
+                                           "downloaded there; none: $MINIVAE_DATA/<dataset> or "
+                                           "~/.cache/minivae/<dataset>", MAY_CHANGE)
     binarize: str = option("none", "none, threshold (x > 0.5), sample (one fixed Bernoulli sample) or dynamic (a "
                                    "fresh sample of each training batch)")
     log_every: int = option(1, "print one line every this many epochs (and the last); 0: only the header and "

@@ -34,9 +34,31 @@ def test_train_then_evaluate_mnist_from_a_folder(tmp_path, monkeypatch, capsys, 
     monkeypatch.chdir(elsewhere)                                            # evaluate from another folder
     assert main(["evaluate", str(tmp_path / "run" / "checkpoint.npz"), "--json", "e.json"]) == 0
     result = json.loads((elsewhere / "e.json").read_text())
-    # the same held-out data (for dynamic: the same fixed binary sample) and the training seed's noise give the
-    # last epoch's held-out -ELBO (up to float32 rounding: evaluate may compute in float64)
-    assert result["neg_elbo"] == pytest.approx(metrics["final"]["heldout_neg_elbo"], rel=1e-5)
+    # the same held-out data (for dynamic: the same fixed binary sample): the mean of 10 draws per example lies
+    # within a few standard errors of the last epoch's one-draw held-out -ELBO
+    assert abs(result["neg_elbo"] - metrics["final"]["heldout_neg_elbo"]) < 5 * result["neg_elbo_se"] + 1.0
+
+
+def test_a_checkpoint_works_after_its_data_folder_moved(tmp_path, monkeypatch, capsys):
+    """The checkpoint records the image shape, the dataset and the binarisation: sample needs no data at all,
+    and evaluate, reconstruct, interpolate and latent read the held-out images from --data-dir when the folder
+    the checkpoint names has moved (those subcommands used to refuse --data-dir while the error asked for it)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mnist").mkdir()
+    write_idx_folder(tmp_path / "mnist", small_mnist(n_train=20, n_test=8), gz={STEMS[0], STEMS[2]})
+    assert main(["train", "--dataset", "mnist", "--data-dir", "mnist", *TINY, "--out", "run"]) == 0
+    (tmp_path / "mnist").rename(tmp_path / "moved")
+    ck = str(tmp_path / "run" / "checkpoint.npz")
+    capsys.readouterr()
+    assert main(["sample", ck, "--n", "4"]) == 0
+    assert main(["evaluate", ck, "--k", "5", "--exact", "no"]) == 2
+    assert "pass --data-dir" in capsys.readouterr().err
+    assert main(["evaluate", ck, "--k", "5", "--exact", "no", "--data-dir", "moved"]) == 0
+    for command in (["reconstruct", ck, "--n", "4"], ["interpolate", ck, "--pairs", "1"], ["latent", ck]):
+        assert main([*command, "--data-dir", "moved"]) == 0, command
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "checkpoint.npz", "interpolations.png", "latent_scatter.png", "loss_curves.png", "manifold.png",
+        "metrics.json", "reconstructions.png", "samples.png"]
 
 
 def test_train_synthetic_needs_the_gaussian_likelihood(tmp_path, capsys):

@@ -174,7 +174,7 @@ def test_ctrl_c_with_a_broken_state_saves_nothing(good_run, monkeypatch):
 def test_the_command_line_reports_a_fault_in_one_line(good_run, monkeypatch, capsys):
     inject_inf_after_step(monkeypatch, 3, "dec.0.W")
     assert main(["train", "--hidden", "16", "--z-dim", "3", "--batch-size", "100", "--epochs", "1",
-                 "--out", str(good_run[0])]) == 2
+                 "--out", str(good_run[0]), "--overwrite"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("minivae train: error: epoch 1: the training loss is nan at step ")
     assert "'dec.0.W'" in err[0] and "left as it was" in err[0]
@@ -326,7 +326,7 @@ def test_disk_full_during_training_is_one_line_and_keeps_the_checkpoint(good_run
 
     monkeypatch.setattr(checkpoint_module, "atomic_write", full)
     assert main(["train", "--hidden", "16", "--z-dim", "3", "--batch-size", "100", "--epochs", "1",
-                 "--out", str(good_run[0])]) == 2
+                 "--out", str(good_run[0]), "--overwrite"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "No space left on device" in err[0], err
     assert_untouched(good_run)

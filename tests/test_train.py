@@ -135,7 +135,8 @@ def test_ctrl_c_saves_and_exits_cleanly_then_resume_finishes(tmp_path):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err, err
     assert "interrupted in epoch" in out
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoint.npz", "metrics.json"]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoint.npz", "loss_curves.png",
+                                                                     "metrics.json"]
     ck = load_checkpoint(tmp_path / "run" / "checkpoint.npz")
     assert 2 <= ck["epoch"] < 400
     resumed = train(resume=str(tmp_path / "run" / "checkpoint.npz"), epochs=ck["epoch"] + 2, log=lambda s: None)
