@@ -4,6 +4,9 @@ spread of independent estimates; bounded memory (tracemalloc) for pairwise and g
 ``minivae evaluate`` table, printed section by section."""
 import json
 import math
+import os
+import signal
+import time
 import tracemalloc
 import warnings
 
@@ -571,18 +574,23 @@ def test_cli_prints_each_estimate_with_its_standard_error(checkpoint, tmp_path, 
     assert result["complete"] is True and math.isfinite(result["neg_elbo_se"])
 
 
-@pytest.mark.parametrize("error, code", [(KeyboardInterrupt, 130), (MemoryError, 2)])
+@pytest.mark.parametrize("error, code", [(KeyboardInterrupt, 130), ("SIGTERM", 130), (MemoryError, 2)])
 def test_cli_keeps_the_sections_computed_before_an_interruption(checkpoint, tmp_path, capsys, monkeypatch,
                                                                  error, code):
-    """Ctrl-C or a memory error during L_k: the ELBO is already on screen and in --json (complete: false), and
-    the error is one line."""
+    """Ctrl-C, SIGTERM or a memory error during L_k: the ELBO is already on screen and in --json (complete:
+    false), the error is one line, and the SIGTERM handler is restored afterwards."""
     from minivae.cli import main
 
     def interrupted(*args, **kwargs):
+        if error == "SIGTERM":
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(10)                                                  # the handler interrupts the wait
         raise error
     monkeypatch.setattr(evaluate_module, "iw_bound", interrupted)
     capsys.readouterr()
+    before = signal.getsignal(signal.SIGTERM)
     assert main(["evaluate", checkpoint, "--json", str(tmp_path / "p.json")]) == code
+    assert signal.getsignal(signal.SIGTERM) is before
     captured = capsys.readouterr()
     assert "negative ELBO (mean of 10 draws)" in captured.out and "L_k" not in captured.out
     assert len(captured.err.strip().splitlines()) == 1
