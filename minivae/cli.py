@@ -121,6 +121,7 @@ EVALUATE_ROWS = [       # (key, label): each estimate prints with its standard e
     ("posterior_gap", "log p(x) - ELBO = KL(q(z|x) || p(z|x))"),
     ("quadrature_error", "  quadrature error of log p(x)"), ("elbo_quadrature_error", "  quadrature error of the ELBO"),
     ("grid_points", "  grid points"), ("quadrature_converged", "  converged to tol"),
+    ("exact_skipped", "-log p(x) (quadrature): skipped"),
     ("active_units", "active units (Var_x E_q[z_j] > 0.01)"),
     ("mutual_information", "I_q(x; z) (mean of {samples} draws)"), ("marginal_kl", "KL(q(z) || p(z))"),
     ("true_neg_log_px", "-log p(x) of the true model"),
@@ -128,6 +129,8 @@ EVALUATE_ROWS = [       # (key, label): each estimate prints with its standard e
 
 
 def _format_number(value):
+    if isinstance(value, str):
+        return value
     if isinstance(value, bool):
         return "yes" if value else "NO"
     if isinstance(value, int):

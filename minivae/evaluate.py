@@ -45,6 +45,9 @@ from .rng import RNG
 #   forward caches of one row take about 5 such widths (35 KB per row in float64 for D = 784, H = 400), so the
 #   default keeps one call near 125 MiB in float64 (62 MiB in float32).
 MAX_ELEMENTS = 1 << 20
+# exact=None runs the quadrature for z_dim <= 2 only up to this many examples x dimensions: it pairs every example
+# with up to 10^6 grid points, so 10,000 Fashion-MNIST images (7.8M) would take hours, the digits (23k) seconds.
+AUTO_EXACT_MAX = 1_000_000
 ROW_ELEMENTS = 1 << 22
 
 
@@ -395,7 +398,8 @@ def kl_decomposition(model, x, samples=10, seed=0, max_elements=None, progress=N
 def evaluate_sections(model, x, k=1000, seed=0, exact=None, samples=10, progress=None):
     """evaluate, one section at a time: yields (name, results) as soon as each is computed, in the order
     "elbo", "iw_bound", "exact" (when run), "active_units", "surgery", so a caller can show (and keep) each
-    before the next, longer one starts. ``exact`` defaults to True when z_dim <= 2."""
+    before the next, longer one starts. ``exact`` defaults to True when z_dim <= 2 and the data has at most
+    AUTO_EXACT_MAX examples x dimensions (else the "exact" section only says why it was skipped)."""
     samples = _check_positive_int(samples, "samples")
     k = _check_positive_int(k, "k")
     _check_progress(progress)
@@ -410,7 +414,10 @@ def evaluate_sections(model, x, k=1000, seed=0, exact=None, samples=10, progress
     yield "elbo", section
     iw = iw_bound(model, x, k=k, seed=seed, progress=progress)
     yield "iw_bound", {"k": k, "neg_iw_bound": -iw["iw_bound"], "neg_iw_bound_se": iw["se"]}
-    if exact if exact is not None else model.z_dim <= 2:
+    if exact is None and model.z_dim <= 2 and n * d > AUTO_EXACT_MAX:
+        yield "exact", {"exact_skipped": f"{n} examples x {d} dimensions is hours of quadrature on a CPU; "
+                                         f"--exact yes (exact=True) runs it"}
+    elif exact if exact is not None else model.z_dim <= 2:
         ex = exact_log_px(model, x, progress=progress)
         yield "exact", {"neg_log_px": -ex["log_px"], "quadrature_neg_elbo": -ex["elbo"], "posterior_gap": ex["gap"],
                         "quadrature_error": ex["quadrature_error"],

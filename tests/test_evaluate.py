@@ -596,3 +596,20 @@ def test_cli_keeps_the_sections_computed_before_an_interruption(checkpoint, tmp_
     assert len(captured.err.strip().splitlines()) == 1
     partial = json.loads((tmp_path / "p.json").read_text())
     assert partial["complete"] is False and "neg_elbo_se" in partial and "neg_iw_bound" not in partial
+
+
+def test_auto_skips_the_quadrature_for_a_large_data_set(monkeypatch):
+    """exact=None runs the quadrature over z for z_dim <= 2 only while examples x dimensions stay small: on
+    10,000 Fashion-MNIST images it pairs each with up to 10^6 grid points (hours); the section says so instead."""
+    import minivae.evaluate as evaluate_module
+    from minivae.evaluate import evaluate_sections
+    from minivae.model import VAE
+    model = VAE(6, 2, hidden=(4,), dtype="float64")
+    x = np.random.default_rng(0).uniform(size=(20, 6))
+    monkeypatch.setattr(evaluate_module, "AUTO_EXACT_MAX", 100)
+    sections = dict(evaluate_sections(model, x, k=2, samples=2, progress=False))
+    assert "--exact yes" in sections["exact"]["exact_skipped"] and "neg_log_px" not in sections["exact"]
+    forced = dict(evaluate_sections(model, x, k=2, samples=2, exact=True, progress=False))
+    assert np.isfinite(forced["exact"]["neg_log_px"])
+    monkeypatch.setattr(evaluate_module, "AUTO_EXACT_MAX", 1000)
+    assert "neg_log_px" in dict(evaluate_sections(model, x, k=2, samples=2, progress=False))["exact"]
