@@ -51,7 +51,8 @@ def build_parser():
     e.add_argument("--seed", type=int, default=0, help="seed of the evaluation noise")
     e.add_argument("--k", type=int, default=1000, help="importance samples per example for the bound L_k")
     e.add_argument("--exact", choices=("auto", "yes", "no"), default="auto",
-                   help="exact log p(x) by quadrature over z (z_dim 1 or 2; auto: when z_dim <= 2)")
+                   help="exact log p(x) by quadrature over z (z_dim 1 or 2; auto: when z_dim <= 2 and the "
+                   "held-out set is small enough for seconds to minutes, else skipped with a note)")
     e.add_argument("--dtype", default="float64", help="dtype the evaluation computes in")
     e.add_argument("--json", default=None, help="also write the results to this JSON file")
     e.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
