@@ -73,6 +73,16 @@ def test_a_batch_holding_nan_names_its_step(good_run, monkeypatch):
     assert_untouched(good_run)
 
 
+def test_a_failure_before_the_first_save_says_nothing_was_saved(tmp_path, monkeypatch):
+    """A run that fails in its first epoch, into a new folder, has no checkpoint to keep: the message says that
+    nothing was saved (not that a file that does not exist "is left as it was"), and the folder is gone."""
+    inject_inf_after_step(monkeypatch, 3, "dec.0.W")
+    with np.errstate(all="ignore"), pytest.raises(TrainingError) as e:
+        train(out=str(tmp_path / "new"), epochs=1, **QUICK)
+    assert str(e.value).endswith("; stopping; nothing was saved"), str(e.value)
+    assert not (tmp_path / "new").exists()
+
+
 def test_a_nan_loss_names_its_step(good_run, monkeypatch):
     """The loss alone made NaN at the 7th call (parameters untouched): the step and the cause."""
     real, calls = VAE.loss_and_grads, []
