@@ -46,9 +46,19 @@ def lookup(name, *arrays):
 
 def _adam_update_numpy(p, g, m, v, b1, b2, step_size, sqrt_bc2, eps, scratch):
     """minivae.optim.adam_update with NumPy's ``out=``: the same update, written into ``scratch`` (an array like
-    ``p``) instead of fresh temporaries: eleven passes over memory and no allocation. The two bias corrections
-    are folded into host scalars, step_size m / (sqrt(v) / c + eps) = (step_size c) m / (sqrt(v) + eps c) with
-    c = sqrt_bc2, which saves a pass.   derivations/adam.md#update"""
+    ``p``) instead of fresh temporaries: eleven passes over memory and no allocation, a large parameter split over
+    the cores (``_on_row_blocks`` on its flattened elements). The two bias corrections are folded into host
+    scalars, step_size m / (sqrt(v) / c + eps) = (step_size c) m / (sqrt(v) + eps c) with c = sqrt_bc2, which
+    saves a pass.   derivations/adam.md#update"""
+    if p.ndim == 0 or not all(a.flags.c_contiguous for a in (p, g, m, v, scratch)):
+        _adam_block(p, g, m, v, scratch, b1, b2, step_size, sqrt_bc2, eps)
+        return
+    flat = [a.reshape(-1) for a in (p, g, m, v, scratch)]              # views: the updates land in p, m, v
+    _on_row_blocks(lambda i, j: _adam_block(*(a[i:j] for a in flat), b1, b2, step_size, sqrt_bc2, eps),
+                   p.size, p.size)
+
+
+def _adam_block(p, g, m, v, scratch, b1, b2, step_size, sqrt_bc2, eps):
     np.multiply(g, 1.0 - b1, out=scratch)
     m *= b1
     m += scratch                                         # m = beta1 m + (1 - beta1) g

@@ -23,10 +23,15 @@ def _copy(device, a, dtype):
     return device.asarray(to_host(a), dtype=dtype)
 
 
+@pytest.mark.parametrize("blocks", [1, 3])
 @pytest.mark.parametrize("device_name", ["cpu", pytest.param("gpu", marks=pytest.mark.gpu)])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("shape", SHAPES)
-def test_adam_kernel_equals_plain_update(device_name, dtype, shape):
+def test_adam_kernel_equals_plain_update(monkeypatch, device_name, dtype, shape, blocks):
+    """On one thread and split over blocks of elements (NumPy: THREADS blocks once a parameter has PARALLEL_MIN
+    elements; here every size is split)."""
+    monkeypatch.setattr(kernels, "THREADS", blocks)
+    monkeypatch.setattr(kernels, "PARALLEL_MIN", 1)
     if device_name == "gpu":
         pytest.importorskip("cupy")
         try:
