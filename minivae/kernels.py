@@ -12,6 +12,9 @@ or kernel launches (CuPy) the same arithmetic takes.
                    bernoulli_nll_forward / _backward): NumPy: the forward keeps sigmoid(a) so the backward takes
                    two passes instead of nine, every pass into preallocated arrays, the rows split over the cores
 
+``THREADS`` (the environment variable ``MINIVAE_THREADS``; default: the cores the process may use, at most 4)
+is how many row blocks the NumPy kernels split large arrays into, run at once on a small thread pool.
+
 ``ENABLED = False`` (or the environment variable ``MINIVAE_KERNELS=0``) turns every kernel off, so that the
 plain path runs everywhere: the benchmark uses it to measure what the kernels gain.
 
@@ -97,7 +100,14 @@ def _adam_update_cupy(p, g, m, v, b1, b2, step_size, sqrt_bc2, eps, scratch):
 
 # ---- the Bernoulli NLL: forward and backward in fewer passes, the rows on every core ------------------------
 
-THREADS = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+def _threads():
+    """MINIVAE_THREADS if set, else the cores this process may run on (at most 4)."""
+    if os.environ.get("MINIVAE_THREADS"):
+        return max(1, int(os.environ["MINIVAE_THREADS"]))
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
+THREADS = _threads()
 PARALLEL_MIN = 1 << 16       # elements below which the rows stay on one thread (a hand-off costs ~20-50 us)
 _POOL = None
 
