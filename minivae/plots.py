@@ -380,6 +380,92 @@ def plot_latent_scatter(model, x, path, labels=None):
     return _save(fig, path)
 
 
+POSTERIOR_COLOUR = "#d62728"      # q(z|x): its ellipses (z_dim 2) or its density (z_dim 1)
+POSTERIOR_PANEL = (3.5, 4.25)      # inches per example: the key, three title lines, the panel
+VIEW_CUT = 1e-3                    # the view keeps where p(z|x) > VIEW_CUT x its peak, and q's 2-sd ellipse
+
+
+def _view(r, ratio=None):
+    """The part of the posterior grid a panel shows: where p(z|x) is above VIEW_CUT of its peak, with q(z|x)'s
+    2.5 sd box, padded by a tenth; per axis (lo, hi). With ``ratio`` (a 2-D panel's height / width) the shorter
+    side is widened about its centre so that one unit is as long on both axes: circles stay circles."""
+    dens = r["density"]
+    idx = np.nonzero(dens > VIEW_CUT * np.max(dens))
+    view = []
+    for j, ax in enumerate(r["axes"]):
+        lo = min(ax[np.min(idx[j])], r["mu"][j] - 2.5 * r["sigma"][j])
+        hi = max(ax[np.max(idx[j])], r["mu"][j] + 2.5 * r["sigma"][j])
+        pad = 0.1 * (hi - lo)
+        view.append([lo - pad, hi + pad])
+    if ratio is not None:
+        (x0, x1), (y0, y1) = view
+        if (y1 - y0) < ratio * (x1 - x0):
+            grow = (ratio * (x1 - x0) - (y1 - y0)) / 2
+            view[1] = [y0 - grow, y1 + grow]
+        else:
+            grow = ((y1 - y0) / ratio - (x1 - x0)) / 2
+            view[0] = [x0 - grow, x1 + grow]
+    return view
+
+
+def plot_posterior(results, path, images=None):
+    """The true posterior p(z|x) beside the approximate posterior q(z|x), one panel per example, each titled with
+    log p(x), the ELBO and their gap KL(q(z|x) || p(z|x)). ``results``: what minivae/posterior.py:
+    posterior_grid returns (z_dim 1 or 2). z_dim 2: p(z|x) as a blue density image, q(z|x) as its 1 and 2 sd
+    ellipses in red, mu marked +, one unit as long on both axes. z_dim 1: both densities as curves, q's 1 and 2
+    sd intervals shaded. ``images``: optional host (n, H, W) inputs, inset in each panel's corner. Each panel is
+    POSTERIOR_PANEL inches. Returns ``path``.  derivations/evaluation.md#the-posterior-gap-drawn"""
+    if isinstance(results, dict) or not isinstance(results, (list, tuple)) or not results:
+        raise ValueError("results must be the non-empty list that posterior_grid returns")
+    z_dim = len(results[0]["axes"])
+    if images is not None and len(images) != len(results):
+        raise ValueError(f"images must have one entry per result: {len(images)} for {len(results)}")
+    n = len(results)
+    width, height = POSTERIOR_PANEL
+    fig = _figure(width * n, height)
+    key = ("blue: the true posterior p(z|x), exact on a grid;  red: q(z|x), 1 sd (solid) and 2 sd (dashed)"
+           if z_dim == 2 else "blue: the true posterior p(z|x), exact on a grid;  red: q(z|x), 1 and 2 sd "
+           "shaded")
+    fig.text(0.5 / (width * n), 1.0 - 0.25 / height, key, fontsize=8.5, va="center")
+    for i, r in enumerate(results):
+        box = (width - 0.85, height - 1.5)                                   # the panel, inches
+        ax = fig.add_axes(((i * width + 0.6) / (width * n), 0.5 / height, box[0] / (width * n), box[1] / height))
+        view = _view(r, box[1] / box[0] if z_dim == 2 else None)
+        if z_dim == 2:
+            (z1, z2), (mu, sigma) = r["axes"], (r["mu"], r["sigma"])
+            ax.set_facecolor(matplotlib.colormaps["Blues"](0.0))              # beyond the grid: density ~0
+            ax.imshow(r["density"].T, origin="lower", extent=(z1[0], z1[-1], z2[0], z2[-1]), cmap="Blues",
+                      aspect="auto", interpolation="bilinear")
+            angle = np.linspace(0.0, 2.0 * np.pi, 200)
+            for k, style in ((1.0, "-"), (2.0, "--")):
+                ax.plot(mu[0] + k * sigma[0] * np.cos(angle), mu[1] + k * sigma[1] * np.sin(angle), style,
+                        color=POSTERIOR_COLOUR, linewidth=1.2)
+            ax.plot([mu[0]], [mu[1]], "+", color=POSTERIOR_COLOUR, markersize=8)
+            ax.set_xlim(*view[0])
+            ax.set_ylim(*view[1])
+            ax.set_xlabel("z1")
+            ax.set_ylabel("z2")
+        else:
+            z, mu, sigma = r["axes"][0], r["mu"][0], r["sigma"][0]
+            ax.fill_between(z, r["density"], color="#6baed6", label="p(z|x)")
+            ax.plot(z, np.exp(r["log_q"]), color=POSTERIOR_COLOUR, linewidth=1.2, label="q(z|x)")
+            for k, alpha in ((2.0, 0.08), (1.0, 0.15)):
+                ax.axvspan(mu - k * sigma, mu + k * sigma, color=POSTERIOR_COLOUR, alpha=alpha, linewidth=0, zorder=0)
+            ax.set_xlim(*view[0])
+            ax.set_xlabel("z")
+            ax.set_ylabel("density")
+            ax.legend(fontsize=7, loc="upper right")
+        ax.set_title(f"log p(x) = {r['log_px']:.3f}\nELBO = {r['elbo']:.3f}\n"
+                     f"gap = KL(q(z|x) || p(z|x)) = {r['gap']:.3f}", fontsize=8.5)
+        ax.tick_params(labelsize=7)
+        if images is not None:
+            inset = ax.inset_axes((0.02, 0.74, 0.24, 0.24))
+            inset.imshow(images[i], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+            inset.set_xticks([])
+            inset.set_yticks([])
+    return _save(fig, path)
+
+
 HISTORY_KEYS = ("epoch", "train_loss", "heldout_neg_elbo", "heldout_nll", "heldout_kl")
 TRAIN_COLOUR, HELDOUT_COLOUR = "#1f77b4", "#ff7f0e"       # the same in every panel
 
