@@ -1036,6 +1036,21 @@ def test_saturated_tanh_is_ill_conditioned():
     assert check_backward(tanh_forward, tanh_backward, [moderate])[0] < 1e-8
 
 
+
+def test_saturated_tanh_rel_error_scales_with_the_upstream_gradient():
+    """At tanh(15) the analytic gradient 3.7e-13 dy is below rel_error's 1e-8 floor: it reports 3.7e-5 |dy|, from
+    4.6e-8 to 7.6e-5 over seeds 0-19, and fails the 1e-6 tolerance exactly when |dy| > 0.027 (gradcheck.md)."""
+    x = np.array([15.0])
+    errors, dys = [], []
+    for seed in range(20):
+        errors.append(check_backward(tanh_forward, tanh_backward, [x], seed=seed)[0])
+        dys.append(abs(np.random.default_rng(seed).standard_normal(1)[0]))   # check_backward's dy
+    errors, dys = np.array(errors), np.array(dys)
+    np.testing.assert_allclose(errors / dys, 4 * math.exp(-30.0) / 1e-8, rtol=1e-3)    # 3.7e-5 |dy|
+    assert errors.min() == pytest.approx(4.6e-8, rel=0.05) and errors.max() == pytest.approx(7.6e-5, rel=0.05)
+    assert np.all((errors > 1e-6) == (dys > 0.027))
+
+
 # evaluation.md
 
 def test_log_weight_formula():
