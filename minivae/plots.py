@@ -467,6 +467,43 @@ def plot_posterior(results, path, images=None):
 
 
 HISTORY_KEYS = ("epoch", "train_loss", "heldout_neg_elbo", "heldout_nll", "heldout_kl")
+GOAL_KEYS = ("heldout_log_px", "heldout_exact_elbo", "heldout_gap", "exact_examples")
+LOG_PX_COLOUR, GAP_COLOUR, TRADE_COLOUR = "#2ca02c", "#9467bd", "#d62728"
+
+
+def goal_trades(goals):
+    """The epochs (of a history's tracked entries) whose ELBO rose while log p(x) fell, against the entry
+    before: where the decoder bought ELBO with likelihood (derivations/elbo.md#what-maximising-the-elbo-does)."""
+    return [b["epoch"] for a, b in zip(goals, goals[1:])
+            if b["heldout_exact_elbo"] > a["heldout_exact_elbo"] and b["heldout_log_px"] < a["heldout_log_px"]]
+
+
+def _plot_goals(ax, goals):
+    """The two goals over training: log p(x) and the ELBO (left axis), their gap KL(q(z|x) || p(z|x)) (right
+    axis), epochs where the ELBO rose while log p(x) fell marked."""
+    epoch = np.array([e["epoch"] for e in goals], dtype=float)
+    log_px = np.array([e["heldout_log_px"] for e in goals])
+    marker = "o" if len(goals) <= 30 else None
+    ax.plot(epoch, log_px, marker=marker, markersize=3, color=LOG_PX_COLOUR, label="log p(x) (goal 1)")
+    ax.plot(epoch, [e["heldout_exact_elbo"] for e in goals], marker=marker, markersize=3, color=HELDOUT_COLOUR,
+            linestyle="--", label="ELBO")
+    trades = goal_trades(goals)
+    if trades:
+        at = np.isin(epoch, trades)
+        ax.plot(epoch[at], log_px[at], "v", color=TRADE_COLOUR, markersize=6,
+                label=f"ELBO up, log p(x) down ({len(trades)})")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("nats per example")
+    ax.grid(alpha=0.3)
+    right = ax.twinx()
+    right.plot(epoch, [e["heldout_gap"] for e in goals], marker=marker, markersize=3, color=GAP_COLOUR,
+               label="gap = KL(q || p(z|x)) (goal 2, right)")
+    right.set_ylabel("gap, nats per example", color=GAP_COLOUR)
+    right.tick_params(axis="y", colors=GAP_COLOUR)
+    lines = ax.get_legend_handles_labels()
+    more = right.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="lower right")
+    ax.set_title(f"the two goals: {goals[0]['exact_examples']} held-out, quadrature", fontsize=10)
 TRAIN_COLOUR, HELDOUT_COLOUR = "#1f77b4", "#ff7f0e"       # the same in every panel
 
 
@@ -475,7 +512,10 @@ def plot_loss_curves(history, path):
     and metrics.json stores): the negative ELBO (the training loss, averaged over the epoch's minibatches and
     with the KL weighted by beta, against the held-out negative ELBO), the rate KL(q(z|x) || p(z)) and the
     distortion -log p(x|z), held-out and, where every epoch has "train_kl" / "train_nll", training.
-    All in nats per example. Figure 12 x 3.5 inches. Returns ``path``."""
+    Where epochs carry the two goals (``train --track-exact``: GOAL_KEYS), a fourth panel: log p(x) and the
+    ELBO by quadrature, their gap KL(q(z|x) || p(z|x)) on a right-hand axis, and the epochs where the ELBO rose
+    while log p(x) fell (``goal_trades``) marked. All in nats per example. Figure 12 x 3.5 inches, 16 x 3.5 with
+    the fourth panel. Returns ``path``."""
     if isinstance(history, (str, bytes)) or not hasattr(history, "__len__") or len(history) == 0:
         raise ValueError("history must be a non-empty list of per-epoch dicts")
     for i, entry in enumerate(history):
@@ -485,9 +525,14 @@ def plot_loss_curves(history, path):
     column = lambda key: np.array([float(e[key]) for e in history])       # noqa: E731
     has = lambda key: all(key in e for e in history)                        # noqa: E731
     epoch = column("epoch")
-    fig = _figure(12.0, 3.5)
-    ax_elbo, ax_rate, ax_dist = fig.subplots(1, 3)
-    fig.subplots_adjust(left=0.055, right=0.99, bottom=0.15, top=0.9, wspace=0.3)
+    goals = [e for e in history if all(k in e for k in GOAL_KEYS)]              # epochs with --track-exact
+    fig = _figure(16.0 if goals else 12.0, 3.5)
+    axes = fig.subplots(1, 4 if goals else 3)
+    ax_elbo, ax_rate, ax_dist = axes[:3]
+    fig.subplots_adjust(left=0.055 * (0.75 if goals else 1.0), right=0.95 if goals else 0.99, bottom=0.15,
+                        top=0.9, wspace=0.3)
+    if goals:
+        _plot_goals(axes[3], goals)
     panels = (
         (ax_elbo, "negative ELBO", "train_loss", "train loss", "heldout_neg_elbo"),
         (ax_rate, "rate: KL(q(z|x) || p(z))", "train_kl", "train", "heldout_kl"),
