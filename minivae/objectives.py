@@ -12,16 +12,22 @@ every objective and hands each row its gradient from ``backward``. The weight be
 warm-up: ``schedule.kl_weight``), so an objective is a small value made per step.
 Derivation: derivations/elbo.md#the-loss, derivations/objectives.md. Tests: tests/test_model.py.
 """
-import math
 
 from .backend import array_namespace
+from .checks import check_arrays, check_number, check_shape
 from .iwae import iw_bound_backward, iw_bound_forward
 
 
 def _check_beta(beta):
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not (0.0 <= beta < math.inf):
-        raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
-    return float(beta)
+    return check_number(beta, "beta", 0.0)
+
+
+def _check_terms(where, nll, kl):
+    """An objective's (K, N) terms: two arrays of one shape and dtype."""
+    xp = check_arrays(where, nll=nll, kl=kl)
+    check_shape(where, "nll", nll, (None, None), "(K, N)")
+    check_shape(where, "kl", kl, tuple(nll.shape), "nll's shape")
+    return xp
 
 
 class ELBO:
@@ -37,7 +43,7 @@ class ELBO:
 
     def forward(self, nll, kl):
         """nll, kl: (K, N) -> loss (); cache = nll (for its shape)."""
-        xp = array_namespace(nll, kl)
+        xp = _check_terms("ELBO.forward", nll, kl)
         return xp.mean(nll + self.beta * kl), nll
 
     def backward(self, cache):
@@ -62,7 +68,7 @@ class IWBound:
 
     def forward(self, nll, kl):
         """nll, kl: (K, N) -> loss = -mean_n L_n (); cache = the normalised weights (K, N)."""
-        xp = array_namespace(nll, kl)
+        xp = _check_terms("IWBound.forward", nll, kl)
         log_w = -(nll + self.beta * kl)                              # (K, N)
         bound, iw_cache = iw_bound_forward(log_w)                    # (N,)  L_K per example
         return -xp.mean(bound), iw_cache
