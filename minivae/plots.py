@@ -500,9 +500,14 @@ def _plot_goals(ax, goals):
                label="gap = KL(q || p(z|x)) (goal 2, right)")
     right.set_ylabel("gap, nats per example", color=GAP_COLOUR)
     right.tick_params(axis="y", colors=GAP_COLOUR)
+    if len(goals) >= 20:                      # the first tenth of training falls fast: keep the rest readable
+        late = np.concatenate([log_px[len(goals) // 10:],
+                               [e["heldout_exact_elbo"] for e in goals[len(goals) // 10:]]])
+        span = np.max(late) - np.min(late)
+        ax.set_ylim(np.min(late) - 0.6 * span, np.max(late) + 0.1 * span)
     lines = ax.get_legend_handles_labels()
     more = right.get_legend_handles_labels()
-    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="lower right")
+    right.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="lower right", framealpha=0.9)
     ax.set_title(f"the two goals: {goals[0]['exact_examples']} held-out, quadrature", fontsize=10)
 TRAIN_COLOUR, HELDOUT_COLOUR = "#1f77b4", "#ff7f0e"       # the same in every panel
 
