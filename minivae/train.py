@@ -27,7 +27,7 @@ from typing import Optional
 
 import numpy as np
 
-from .backend import get_device, to_host
+from .backend import astype, get_device, to_host
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, restore_params, save_checkpoint
 from .checks import check_int
 from .config import ARRAYS, TrainConfig, resumed_config
@@ -294,7 +294,7 @@ def _exact_goals(model, x_exact):
     exact = model
     if model.dtype_name != "float64":
         exact = VAE(**model.config | {"dtype": "float64"}, device=model.device, seed=0)
-        exact.params = {k: model.device.asarray(v, dtype="float64") for k, v in model.params.items()}
+        exact.params = {k: astype(v, exact.dtype) for k, v in model.params.items()}       # on the device
     x = model.device.asarray(x_exact, dtype="float64")
     with warnings.catch_warnings():                   # the cap's warning: recorded as exact_converged instead
         warnings.simplefilter("ignore", RuntimeWarning)
