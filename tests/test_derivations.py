@@ -1098,6 +1098,20 @@ def test_one_minus_x_is_exact_only_from_one_half():
 
 # evaluation.md
 
+def test_an_inactive_unit_can_carry_two_nats():
+    """evaluation.md#active-units: codes mu(x) with variance 0.005 are below the 0.01 threshold, yet with
+    q = N(mu(x), 0.01^2) the information I(x; z) = 1/2 log(1 + 0.005 / 0.01^2) = 1/2 log 51 ~ 1.97 nats
+    (Monte Carlo of E[log q(z|x) - log q(z)], q(z) = N(0, 0.005 + s^2), against the closed form)."""
+    rng = np.random.default_rng(32)
+    s, var_mu = 0.01, 0.005
+    mu = rng.normal(0.0, math.sqrt(var_mu), 200_000)
+    assert np.var(mu) < 0.01                                                     # inactive by the threshold
+    z = mu + s * rng.standard_normal(mu.shape)
+    info = stats.norm.logpdf(z, mu, s) - stats.norm.logpdf(z, 0.0, math.sqrt(var_mu + s * s))
+    assert np.mean(info) == pytest.approx(0.5 * math.log(51.0), abs=4 * np.std(info) / math.sqrt(len(info)))
+    assert 0.5 * math.log(51.0) == pytest.approx(1.97, abs=0.005)
+
+
 def test_log_weight_formula():
     """log q(z|x) written with eps = (z - mu)/sigma equals scipy's density; log p(z) likewise."""
     rng = np.random.default_rng(25)
