@@ -134,9 +134,10 @@ def _bernoulli_nll_forward_numpy(x, logits):
     """minivae.likelihoods.bernoulli_nll_forward, keeping sigmoid(a) for the backward (which then takes two
     passes instead of nine), written into preallocated arrays, the rows split over the cores:
 
-        e = exp(-|a|),  s = exp(min(a, 0)) / (1 + e) = sigmoid(a),  nll = sum_d max(a, 0) - x a + log1p(e)
+        e = exp(-|a|),  s = exp(min(a, 0)) / (1 + e) = sigmoid(a),
+        nll = sum_d (1 - x) max(a, 0) + x max(-a, 0) + log1p(e)
 
-    (max(a, 0) - x a is (1 - x) max(a, 0) + x max(-a, 0), exactly for binary x; no select, no branch).
+    the plain op's arithmetic term for term (no select, no branch), so the two agree bit for bit.
     cache = (x, s).  derivations/likelihoods.md#bernoulli-forward"""
     check_arrays("bernoulli_nll_forward", x=x, logits=logits)
     check_shape("bernoulli_nll_forward", "logits", logits, (None, None))
@@ -150,9 +151,13 @@ def _bernoulli_nll_forward_numpy(x, logits):
         np.abs(a, out=er)
         np.negative(er, out=er)
         np.exp(er, out=er)                               # e = exp(-|a|) in (0, 1]
+        np.subtract(1.0, xr, out=sr)
         np.maximum(a, 0.0, out=tr)
-        np.multiply(xr, a, out=sr)
-        tr -= sr                                         # max(a, 0) - x a, before log1p(e) joins: nothing cancels
+        tr *= sr                                         # (1 - x) max(a, 0)
+        np.negative(a, out=sr)
+        np.maximum(sr, 0.0, out=sr)
+        sr *= xr
+        tr += sr                                         # + x max(-a, 0): no term negative, nothing cancels
         np.log1p(er, out=sr)
         tr += sr                                         # softplus(a) - x a
         np.sum(tr, axis=1, out=nll[i:j])
