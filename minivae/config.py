@@ -12,7 +12,7 @@ from .data import BINARIZE_MODES, DATASETS
 from .layers import ACTIVATIONS
 from .likelihoods import SIGMA_MIN
 from .optim import OPTIMIZERS
-from .parts import LIKELIHOODS, PRIORS, check_likelihood_options
+from .parts import LIKELIHOODS, POSTERIORS, PRIORS, check_likelihood_options
 
 FIXED, MAY_CHANGE = "fixed", "may change"      # what a field may do when a run is resumed
 ARRAYS = "arrays"                               # the dataset of a run trained by fit() on the caller's arrays
@@ -53,6 +53,9 @@ class TrainConfig:
     iw_samples: int = option(1, "K > 1: train on the importance-weighted bound L_K with K samples per example")
     prior: str = option("normal", "p(z): normal (N(0, I)) or mog (a learned mixture of Gaussians)")
     prior_components: int = option(10, "mixture components of --prior mog")
+    posterior: str = option("diagonal", "q(z|x): diagonal (a Gaussian with diagonal covariance) or flow (that "
+                                        "Gaussian through --flow-steps planar flow steps)")
+    flow_steps: int = option(4, "planar steps K of --posterior flow")
     seed: int = option(0, "seed of the initial weights, the data order and the noise (independent streams)")
     device: str = option("cpu", f"where to train: {', '.join(DEVICES)} (CuPy; array-api-strict)", MAY_CHANGE)
     dtype: str = option("float32", "float32 or float64")
@@ -81,7 +84,8 @@ class TrainConfig:
             dtype = c.dtype
         c = dataclasses.replace(c, hidden=tuple(check_int(h, "hidden", 1) for h in hidden), dtype=dtype)
         check_choice(c.dataset, "dataset", DATASETS + (ARRAYS,))
-        for name in ("epochs", "batch_size", "z_dim", "checkpoint_every", "iw_samples", "prior_components"):
+        for name in ("epochs", "batch_size", "z_dim", "checkpoint_every", "iw_samples", "prior_components",
+                     "flow_steps"):
             check_int(getattr(c, name), name, 1)
         for name in ("seed", "kl_warmup_epochs", "log_every"):
             check_int(getattr(c, name), name, 0)
@@ -91,6 +95,7 @@ class TrainConfig:
         check_choice(c.optimizer, "optimizer", OPTIMIZERS)
         check_choice(c.activation, "activation", ACTIVATIONS)
         check_choice(c.prior, "prior", PRIORS)
+        check_choice(c.posterior, "posterior", POSTERIORS)
         check_choice(c.likelihood, "likelihood", LIKELIHOODS)
         check_likelihood_options(c.likelihood, c.gaussian_variance, c.sigma, c.sigma_min, c.levels)
         check_choice(c.device, "device", DEVICES)

@@ -170,7 +170,8 @@ def _run(config, data, log, folder, ckpt=None, resume=None, changes=None):
     model = VAE(data.x_train.shape[1], config.z_dim, config.hidden, config.activation, config.likelihood,
                 dtype=config.dtype, device=device, seed=config.seed, prior=config.prior,
                 prior_components=config.prior_components, gaussian_variance=config.gaussian_variance,
-                sigma=config.sigma, sigma_min=config.sigma_min, levels=config.levels)
+                sigma=config.sigma, sigma_min=config.sigma_min, levels=config.levels, posterior=config.posterior,
+                flow_steps=config.flow_steps)
     optimizer = OPTIMIZERS[config.optimizer](model.params, lr=config.lr)
     rng = RNG(config.seed, stream="train")                       # independent of the weights' "init" stream
     progress = Progress()

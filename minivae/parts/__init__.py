@@ -16,7 +16,8 @@ A prior p(z) (``PRIORS``):
     init_params, log_prob_forward(params, z) / log_prob_backward(dlogp, cache, grads) -> dz,
     kl_term(closed_form) -> ClosedFormKL or SampledKL (kl_term.py), sample(params, n, rng, device, dtype),
     quadrature_box(params) -> (lo, hi, sigma) on the host, label, OPTIONS
-The approximate posterior q(z|x) is the diagonal Gaussian (diagonal_gaussian.py).
+An approximate posterior q(z|x) (``POSTERIORS``): the diagonal Gaussian (diagonal_gaussian.py, whose docstring
+gives the interface) or a planar flow on top of it (planar_flow.py).
 Tests: tests/test_model.py, tests/test_parts.py.
 """
 import numpy as np
@@ -28,10 +29,12 @@ from .gaussian import GAUSSIAN_VARIANCES, Gaussian
 from .gaussian import check_options as check_gaussian_options
 from .kl_term import ClosedFormKL, SampledKL
 from .mixture import Mixture
+from .planar_flow import PlanarFlow
 from .standard_normal import StandardNormal
 
 LIKELIHOODS = {"bernoulli": Bernoulli, "gaussian": Gaussian, "categorical": Categorical}
 PRIORS = {"normal": StandardNormal, "mog": Mixture}
+POSTERIORS = {"diagonal": DiagonalGaussian, "flow": PlanarFlow}
 
 
 def _lookup(registry, value, what):
@@ -65,6 +68,14 @@ def build_prior(name, z_dim, components):
     return cls(z_dim, **{k: given[k] for k in cls.OPTIONS})
 
 
+def build_posterior(name, h_dim, z_dim, flow_steps):
+    """The posterior part ``name`` on encoder features of h_dim (``flow_steps``: the flow's K)."""
+    cls = _lookup(POSTERIORS, name, "posterior")
+    given = dict(flow_steps=flow_steps)
+    return cls(h_dim, z_dim, **{k: given[k] for k in cls.OPTIONS})
+
+
 __all__ = ["Bernoulli", "Categorical", "ClosedFormKL", "DiagonalGaussian", "GAUSSIAN_VARIANCES", "Gaussian",
-           "LIKELIHOODS", "Mixture", "PRIORS", "SampledKL", "StandardNormal", "build_likelihood", "build_prior",
+           "LIKELIHOODS", "Mixture", "PlanarFlow", "POSTERIORS", "PRIORS", "SampledKL", "StandardNormal",
+           "build_likelihood", "build_posterior", "build_prior",
            "check_likelihood_options"]
