@@ -51,8 +51,10 @@ class TrainConfig:
                                       "--beta over this many epochs (0: no warm-up)")
     kl_warmup_start: float = option(0.0, "the KL weight of the first step of a warm-up")
     iw_samples: int = option(1, "K > 1: train on the importance-weighted bound L_K with K samples per example")
-    prior: str = option("normal", "p(z): normal (N(0, I)) or mog (a learned mixture of Gaussians)")
+    prior: str = option("normal", "p(z): normal (N(0, I)), mog (a learned mixture of Gaussians) or vamp (the "
+                                  "VampPrior: q(z|x)'s mixture over --pseudo-inputs learned inputs)")
     prior_components: int = option(10, "mixture components of --prior mog")
+    pseudo_inputs: int = option(50, "learned pseudo-inputs of --prior vamp")
     posterior: str = option("diagonal", "q(z|x): diagonal (a Gaussian with diagonal covariance) or flow (that "
                                         "Gaussian through --flow-steps planar flow steps)")
     flow_steps: int = option(4, "planar steps K of --posterior flow")
@@ -85,7 +87,7 @@ class TrainConfig:
         c = dataclasses.replace(c, hidden=tuple(check_int(h, "hidden", 1) for h in hidden), dtype=dtype)
         check_choice(c.dataset, "dataset", DATASETS + (ARRAYS,))
         for name in ("epochs", "batch_size", "z_dim", "checkpoint_every", "iw_samples", "prior_components",
-                     "flow_steps"):
+                     "flow_steps", "pseudo_inputs"):
             check_int(getattr(c, name), name, 1)
         for name in ("seed", "kl_warmup_epochs", "log_every"):
             check_int(getattr(c, name), name, 0)

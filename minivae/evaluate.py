@@ -448,11 +448,13 @@ def evaluate_sections(model, x, k=1000, seed=0, exact=None, samples=10, progress
     elif exact if exact is not None else model.z_dim <= 2:
         ex = exact_log_px(model, x, progress=progress, seed=seed)
         neg_elbo = "quadrature_neg_elbo" if ex["elbo_se"] is None else "sampled_neg_elbo"
-        yield "exact", {"neg_log_px": -ex["log_px"], neg_elbo: -ex["elbo"], f"{neg_elbo}_se": ex["elbo_se"],
-                        "posterior_gap": ex["gap"], "posterior_gap_se": ex["elbo_se"],
-                        "quadrature_error": ex["quadrature_error"],
-                        "elbo_quadrature_error": ex["elbo_quadrature_error"], "q_mass_error": ex["q_mass_error"],
-                        "grid_points": ex["grid_points"], "quadrature_converged": ex["converged"]}
+        section = {"neg_log_px": -ex["log_px"], neg_elbo: -ex["elbo"], f"{neg_elbo}_se": ex["elbo_se"],
+                   "posterior_gap": ex["gap"], "posterior_gap_se": ex["elbo_se"],
+                   "quadrature_error": ex["quadrature_error"], "elbo_quadrature_error": ex["elbo_quadrature_error"],
+                   "q_mass_error": ex["q_mass_error"], "grid_points": ex["grid_points"],
+                   "quadrature_converged": ex["converged"]}
+        yield "exact", {k: v for k, v in section.items() if v is not None or k.endswith("_se")}  # a sampled ELBO
+        #   has no quadrature error
     yield "active_units", {"active_units": active_units(model, x)["active_units"]}
     if not model.posterior.density_at_any_z:
         yield "surgery", {"surgery_skipped": "the posterior's density is known at its own samples only; the split "

@@ -22,6 +22,7 @@ Parameters live in one dict ``model.params`` (name -> array), each part owning i
     dec.out.*, dec.logvar(.*)    the likelihood's head(s) and variance          (parts/bernoulli.py, gaussian.py,
                                                                                  categorical.py)
     prior.logits, .mu, .logvar   the mixture prior's parameters, "mog" only                 (parts/mixture.py)
+    prior.u                      the VampPrior's pseudo-inputs (C, D), "vamp" only                 (parts/vamp.py)
 
 Initialisation (from ``seed``'s "init" stream, minivae/rng.py, on the host, then moved to the device): every
 W ~ N(0, gain^2 / D_in) with gain sqrt(2) for relu and 1 otherwise (LeCun / He); every bias 0; dec.logvar = 0;
@@ -62,7 +63,7 @@ class VAE:
     def __init__(self, x_dim, z_dim, hidden=(400,), activation="tanh", likelihood="bernoulli",
                  dtype="float32", device="cpu", seed=0, *, gaussian_variance="shared", sigma=1.0,
                  sigma_min=SIGMA_MIN, levels=256, prior="normal", prior_components=10, posterior="diagonal",
-                 flow_steps=4):
+                 flow_steps=4, pseudo_inputs=50):
         self.x_dim, self.z_dim = check_positive_int(x_dim, "x_dim"), check_positive_int(z_dim, "z_dim")
         hidden = (hidden,) if isinstance(hidden, (int, np.integer)) else hidden
         self.hidden = tuple(check_positive_int(h, "hidden") for h in hidden)
@@ -75,11 +76,13 @@ class VAE:
         self.decoder = MLP("dec", self.z_dim, self.hidden, activation)
         self.likelihood = build_likelihood(likelihood, self.x_dim, self.decoder.out_dim, self.device,
                                            self.dtype_name, gaussian_variance, sigma, sigma_min, levels)
-        self.prior = build_prior(prior, self.z_dim, check_positive_int(prior_components, "prior_components"))
+        self.prior = build_prior(prior, self.z_dim, check_positive_int(prior_components, "prior_components"),
+                                 check_positive_int(pseudo_inputs, "pseudo_inputs"), self.x_dim, self.encoder,
+                                 self.posterior)
         self._config = dict(activation=activation, likelihood=likelihood, gaussian_variance=gaussian_variance,
                             sigma=float(sigma), sigma_min=float(sigma_min), levels=int(levels), prior=prior,
                             prior_components=int(prior_components), posterior=posterior,
-                            flow_steps=int(flow_steps))
+                            flow_steps=int(flow_steps), pseudo_inputs=int(pseudo_inputs))
         rng, gain = RNG(seed, stream="init"), math.sqrt(2.0) if activation == "relu" else 1.0
         self.params = {}
         for part in (self.encoder, self.posterior, self.decoder, self.likelihood, self.prior):
@@ -138,7 +141,8 @@ class VAE:
         dnll, dkl = xp.reshape(dnll, (-1,)), xp.reshape(dkl, (-1,))                # (K*N,)
         dh_dec = self.likelihood.backward(dnll, nll_cache, grads)                  # Steps 1-2: (K*N, H)
         dz = self.decoder.backward(dh_dec, dec_cache, grads)                        # Step 3: (K*N, Z)
-        dmu_kl, dlogvar_kl, dz_kl, dlogq = kl_term.backward(dkl, kl_cache, grads)  # Step 4: the KL's paths
+        dmu_kl, dlogvar_kl, dz_kl, dlogq = kl_term.backward(dkl, kl_cache, grads)  # Step 4: the KL's paths (a
+        #   VampPrior writes the encoder's grads here, from its pseudo-inputs; Steps 5-6 add the data's)
         dq = self.posterior.rsample_backward(dz + dz_kl, dlogq, rep_cache)         # Step 4: z's two consumers add
         dq = (dq[0] + dmu_kl, dq[1] + dlogvar_kl) + dq[2:]                          # Step 4: mu and logvar feed
         dq = tuple(_sum_rows(d, k) for d in dq)                                     #   z and the KL: they add

@@ -171,7 +171,7 @@ def _run(config, data, log, folder, ckpt=None, resume=None, changes=None):
                 dtype=config.dtype, device=device, seed=config.seed, prior=config.prior,
                 prior_components=config.prior_components, gaussian_variance=config.gaussian_variance,
                 sigma=config.sigma, sigma_min=config.sigma_min, levels=config.levels, posterior=config.posterior,
-                flow_steps=config.flow_steps)
+                flow_steps=config.flow_steps, pseudo_inputs=config.pseudo_inputs)
     optimizer = OPTIMIZERS[config.optimizer](model.params, lr=config.lr)
     rng = RNG(config.seed, stream="train")                       # independent of the weights' "init" stream
     progress = Progress()

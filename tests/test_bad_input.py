@@ -72,7 +72,7 @@ CLI_CASES = {
     "train --lr inf": (TRAIN + ["--lr", "inf"], "lr must be a finite number"),
     "train --beta nan": (TRAIN + ["--beta", "nan"], "beta must be a finite number"),
     "train --optimizer rmsprop": (TRAIN + ["--optimizer", "rmsprop"], "optimizer must be one of adam, sgd"),
-    "train --prior vamp": (TRAIN + ["--prior", "vamp"], "prior must be one of"),
+    "train --prior cauchy": (TRAIN + ["--prior", "cauchy"], "prior must be one of"),
     "train --sigma -1": (TRAIN + ["--likelihood", "gaussian", "--sigma", "-1"], "sigma must be"),
     "train --levels 1": (TRAIN + ["--likelihood", "categorical", "--levels", "1"], "levels must be"),
     "train --iw-samples 0": (TRAIN + ["--iw-samples", "0"], "iw_samples must be"),

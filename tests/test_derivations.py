@@ -62,7 +62,8 @@ REQUIRED_ANCHORS = {
     "flows": {"which-assumption-it-relaxes", "one-step-forward", "one-step-backward", "log-determinant-forward",
               "log-determinant-backward", "the-invertible-u", "the-posterior", "evaluating-a-flow"},
     "prior": {"standard-normal", "parameters", "mixture-forward", "mixture-backward", "log-q-at-a-sample",
-              "sampled-kl", "sampling-the-mixture", "evaluation-with-a-mixture-prior"},
+              "sampled-kl", "sampling-the-mixture", "evaluation-with-a-mixture-prior", "vampprior",
+              "vampprior-backward"},
 }
 
 CODE_REF = re.compile(r"`minivae/(?P<module>[\w/]+)\.py: (?P<names>[^`]+)`")

@@ -405,7 +405,7 @@ def test_prior_params_config_and_sampling():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(prior="vamp"), "prior must be one of"), (dict(prior="mog", prior_components=0), "prior_components"),
+    (dict(prior="cauchy"), "prior must be one of"), (dict(prior="mog", prior_components=0), "prior_components"),
 ])
 def test_bad_prior_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -12,7 +12,7 @@ distribution they parameterise:
     mean(params, h) -> E[x|z]; sample(params, h, rng) -> one draw on the host; discrete(x) -> bool
     log_prob_grid(params, x, h) -> (N, G)            log p(x_n | z_g) for every example and code
     unit_interval, row_width, OPTIONS                what data it takes; decoder values per pixel; its options
-A prior p(z) (``PRIORS``):
+A prior p(z) (``PRIORS``: N(0, I), a learned mixture, the VampPrior):
     init_params, log_prob_forward(params, z) / log_prob_backward(dlogp, cache, grads) -> dz,
     kl_term(closed_form) -> ClosedFormKL or SampledKL (kl_term.py), sample(params, n, rng, device, dtype),
     quadrature_box(params) -> (lo, hi, sigma) on the host, label, OPTIONS
@@ -31,9 +31,10 @@ from .kl_term import ClosedFormKL, SampledKL
 from .mixture import Mixture
 from .planar_flow import PlanarFlow
 from .standard_normal import StandardNormal
+from .vamp import VampPrior
 
 LIKELIHOODS = {"bernoulli": Bernoulli, "gaussian": Gaussian, "categorical": Categorical}
-PRIORS = {"normal": StandardNormal, "mog": Mixture}
+PRIORS = {"normal": StandardNormal, "mog": Mixture, "vamp": VampPrior}
 POSTERIORS = {"diagonal": DiagonalGaussian, "flow": PlanarFlow}
 
 
@@ -61,10 +62,12 @@ def build_likelihood(name, x_dim, h_dim, device, dtype, gaussian_variance, sigma
     return cls(x_dim, h_dim, device, dtype, **{k: given[k] for k in cls.OPTIONS})   # the options it reads
 
 
-def build_prior(name, z_dim, components):
-    """The prior part ``name`` over z_dim dimensions (``components``: the mixture's C)."""
+def build_prior(name, z_dim, components, pseudo_inputs=None, x_dim=None, encoder=None, posterior=None):
+    """The prior part ``name`` over z_dim dimensions (``components``: the mixture's C; ``pseudo_inputs``: the
+    VampPrior's, with the data's x_dim and the model's encoder and posterior, which it shares)."""
     cls = _lookup(PRIORS, name, "prior")
-    given = dict(components=components)
+    given = dict(components=components, pseudo_inputs=pseudo_inputs, x_dim=x_dim, encoder=encoder,
+                 posterior=posterior)
     return cls(z_dim, **{k: given[k] for k in cls.OPTIONS})
 
 
@@ -76,6 +79,6 @@ def build_posterior(name, h_dim, z_dim, flow_steps):
 
 
 __all__ = ["Bernoulli", "Categorical", "ClosedFormKL", "DiagonalGaussian", "GAUSSIAN_VARIANCES", "Gaussian",
-           "LIKELIHOODS", "Mixture", "PlanarFlow", "POSTERIORS", "PRIORS", "SampledKL", "StandardNormal",
+           "LIKELIHOODS", "Mixture", "PlanarFlow", "POSTERIORS", "PRIORS", "SampledKL", "StandardNormal", "VampPrior",
            "build_likelihood", "build_posterior", "build_prior",
            "check_likelihood_options"]
