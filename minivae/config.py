@@ -12,7 +12,7 @@ from .data import BINARIZE_MODES, DATASETS
 from .layers import ACTIVATIONS
 from .likelihoods import SIGMA_MIN
 from .optim import OPTIMIZERS
-from .parts import LIKELIHOODS, POSTERIORS, PRIORS, check_likelihood_options
+from .parts import DECODERS, LIKELIHOODS, POSTERIORS, PRIORS, check_likelihood_options
 
 FIXED, MAY_CHANGE = "fixed", "may change"      # what a field may do when a run is resumed
 ARRAYS = "arrays"                               # the dataset of a run trained by fit() on the caller's arrays
@@ -46,6 +46,11 @@ class TrainConfig:
                                          "+ exp(raw) (the likelihood is unbounded without it)")
     levels: int = option(256, "categorical: intensity levels L, level = round(x (L - 1)); 17 for the digits, 256 "
                               "for 8-bit images")
+    decoder: str = option("mlp", "p(x|z)'s network: mlp (the likelihood's head on the decoder's features) or made "
+                                 "(autoregressive over the pixels, a MADE reading the decoder's features in every "
+                                 "layer; bernoulli only)")
+    made_hidden: tuple = option((400, 400), "hidden layer sizes of --decoder made, comma-separated",
+                                flag_type="hidden")
     beta: float = option(1.0, "weight on the KL term (beta-VAE; 1: the ELBO)", MAY_CHANGE)
     kl_warmup_epochs: int = option(0, "the KL weight rises linearly, step by step, from --kl-warmup-start to "
                                       "--beta over this many epochs (0: no warm-up)")
@@ -84,7 +89,11 @@ class TrainConfig:
             dtype = dtype_name(c.dtype)
         except TypeError:
             dtype = c.dtype
-        c = dataclasses.replace(c, hidden=tuple(check_int(h, "hidden", 1) for h in hidden), dtype=dtype)
+        made_hidden = (c.made_hidden,) if isinstance(c.made_hidden, int) else c.made_hidden
+        if not isinstance(made_hidden, (tuple, list)):
+            raise ValueError(f"made_hidden must be a tuple of layer sizes, got {c.made_hidden!r}")
+        c = dataclasses.replace(c, hidden=tuple(check_int(h, "hidden", 1) for h in hidden), dtype=dtype,
+                                made_hidden=tuple(check_int(h, "made_hidden", 1) for h in made_hidden))
         check_choice(c.dataset, "dataset", DATASETS + (ARRAYS,))
         for name in ("epochs", "batch_size", "z_dim", "checkpoint_every", "iw_samples", "prior_components",
                      "flow_steps", "pseudo_inputs"):
@@ -99,6 +108,10 @@ class TrainConfig:
         check_choice(c.prior, "prior", PRIORS)
         check_choice(c.posterior, "posterior", POSTERIORS)
         check_choice(c.likelihood, "likelihood", LIKELIHOODS)
+        check_choice(c.decoder, "decoder", DECODERS)
+        if c.likelihood not in DECODERS[c.decoder]:
+            raise ValueError(f"decoder {c.decoder!r} offers the likelihoods {', '.join(DECODERS[c.decoder])}; "
+                             f"got likelihood {c.likelihood!r}")
         check_likelihood_options(c.likelihood, c.gaussian_variance, c.sigma, c.sigma_min, c.levels)
         check_choice(c.device, "device", DEVICES)
         check_choice(c.dtype, "dtype", ("float32", "float64"))
@@ -127,13 +140,13 @@ def resumed_config(saved, typed, path):
     Returns (config, {field: (saved, typed)} for every field that changed)."""
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     base = TrainConfig(**{k: v for k, v in saved.items() if k in fields})
-    base = dataclasses.replace(base, hidden=tuple(base.hidden))
+    base = dataclasses.replace(base, hidden=tuple(base.hidden), made_hidden=tuple(base.made_hidden))
     changes = {}
     for name, value in typed.items():
         if name not in fields:
             raise ValueError(f"{name} is not a training option")
         old = getattr(base, name)
-        new = tuple(value) if name == "hidden" and isinstance(value, (list, tuple)) else value
+        new = tuple(value) if name in ("hidden", "made_hidden") and isinstance(value, (list, tuple)) else value
         if new == old:
             continue
         if fields[name].metadata["on_resume"] == FIXED:

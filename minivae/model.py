@@ -21,6 +21,7 @@ Parameters live in one dict ``model.params`` (name -> array), each part owning i
     dec.{i}.W, dec.{i}.b         hidden layer i of the decoder                                   (mlp.py)
     dec.out.*, dec.logvar(.*)    the likelihood's head(s) and variance          (parts/bernoulli.py, gaussian.py,
                                                                                  categorical.py)
+    dec.made.*                   the autoregressive decoder's layers, "made" only      (parts/made_bernoulli.py)
     prior.logits, .mu, .logvar   the mixture prior's parameters, "mog" only                 (parts/mixture.py)
     prior.u                      the VampPrior's pseudo-inputs (C, D), "vamp" only                 (parts/vamp.py)
 
@@ -63,7 +64,7 @@ class VAE:
     def __init__(self, x_dim, z_dim, hidden=(400,), activation="tanh", likelihood="bernoulli",
                  dtype="float32", device="cpu", seed=0, *, gaussian_variance="shared", sigma=1.0,
                  sigma_min=SIGMA_MIN, levels=256, prior="normal", prior_components=10, posterior="diagonal",
-                 flow_steps=4, pseudo_inputs=50):
+                 flow_steps=4, pseudo_inputs=50, decoder="mlp", made_hidden=(400, 400)):
         self.x_dim, self.z_dim = check_positive_int(x_dim, "x_dim"), check_positive_int(z_dim, "z_dim")
         hidden = (hidden,) if isinstance(hidden, (int, np.integer)) else hidden
         self.hidden = tuple(check_positive_int(h, "hidden") for h in hidden)
@@ -74,15 +75,19 @@ class VAE:
         self.posterior = build_posterior(posterior, self.encoder.out_dim, self.z_dim,
                                          check_positive_int(flow_steps, "flow_steps"))
         self.decoder = MLP("dec", self.z_dim, self.hidden, activation)
+        made_hidden = (made_hidden,) if isinstance(made_hidden, (int, np.integer)) else made_hidden
+        made_hidden = tuple(check_positive_int(h, "made_hidden") for h in made_hidden)
         self.likelihood = build_likelihood(likelihood, self.x_dim, self.decoder.out_dim, self.device,
-                                           self.dtype_name, gaussian_variance, sigma, sigma_min, levels)
+                                           self.dtype_name, gaussian_variance, sigma, sigma_min, levels,
+                                           decoder, made_hidden, activation)
         self.prior = build_prior(prior, self.z_dim, check_positive_int(prior_components, "prior_components"),
                                  check_positive_int(pseudo_inputs, "pseudo_inputs"), self.x_dim, self.encoder,
                                  self.posterior)
         self._config = dict(activation=activation, likelihood=likelihood, gaussian_variance=gaussian_variance,
                             sigma=float(sigma), sigma_min=float(sigma_min), levels=int(levels), prior=prior,
                             prior_components=int(prior_components), posterior=posterior,
-                            flow_steps=int(flow_steps), pseudo_inputs=int(pseudo_inputs))
+                            flow_steps=int(flow_steps), pseudo_inputs=int(pseudo_inputs), decoder=decoder,
+                            made_hidden=list(made_hidden))
         rng, gain = RNG(seed, stream="init"), math.sqrt(2.0) if activation == "relu" else 1.0
         self.params = {}
         for part in (self.encoder, self.posterior, self.decoder, self.likelihood, self.prior):

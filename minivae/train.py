@@ -171,7 +171,8 @@ def _run(config, data, log, folder, ckpt=None, resume=None, changes=None):
                 dtype=config.dtype, device=device, seed=config.seed, prior=config.prior,
                 prior_components=config.prior_components, gaussian_variance=config.gaussian_variance,
                 sigma=config.sigma, sigma_min=config.sigma_min, levels=config.levels, posterior=config.posterior,
-                flow_steps=config.flow_steps, pseudo_inputs=config.pseudo_inputs)
+                flow_steps=config.flow_steps, pseudo_inputs=config.pseudo_inputs, decoder=config.decoder,
+                made_hidden=config.made_hidden)
     optimizer = OPTIMIZERS[config.optimizer](model.params, lr=config.lr)
     rng = RNG(config.seed, stream="train")                       # independent of the weights' "init" stream
     progress = Progress()
@@ -291,7 +292,8 @@ def _progress_bar(config, steps, p):
 
 def _saver(config, model, optimizer, rng, p, data, folder):
     """save(mid_epoch): writes the checkpoint and metrics.json into ``folder`` (nothing when it is None)."""
-    config_dict = {**dataclasses.asdict(config), "hidden": list(config.hidden)}
+    config_dict = {**dataclasses.asdict(config), "hidden": list(config.hidden),
+                   "made_hidden": list(config.made_hidden)}
 
     def save(mid_epoch):
         if folder is None:

@@ -12,6 +12,8 @@ distribution they parameterise:
     mean(params, h) -> E[x|z]; sample(params, h, rng) -> one draw on the host; discrete(x) -> bool
     log_prob_grid(params, x, h) -> (N, G)            log p(x_n | z_g) for every example and code
     unit_interval, row_width, OPTIONS                what data it takes; decoder values per pixel; its options
+``DECODERS`` names the likelihoods each decoder offers: "mlp", the heads above; "made", an autoregressive
+Bernoulli (made_bernoulli.py) whose logits also read the earlier pixels.
 A prior p(z) (``PRIORS``: N(0, I), a learned mixture, the VampPrior):
     init_params, log_prob_forward(params, z) / log_prob_backward(dlogp, cache, grads) -> dz,
     kl_term(closed_form) -> ClosedFormKL or SampledKL (kl_term.py), sample(params, n, rng, device, dtype),
@@ -27,6 +29,7 @@ from .categorical import Categorical
 from .diagonal_gaussian import DiagonalGaussian
 from .gaussian import GAUSSIAN_VARIANCES, Gaussian
 from .gaussian import check_options as check_gaussian_options
+from .made_bernoulli import MadeBernoulli
 from .kl_term import ClosedFormKL, SampledKL
 from .mixture import Mixture
 from .planar_flow import PlanarFlow
@@ -34,6 +37,7 @@ from .standard_normal import StandardNormal
 from .vamp import VampPrior
 
 LIKELIHOODS = {"bernoulli": Bernoulli, "gaussian": Gaussian, "categorical": Categorical}
+DECODERS = {"mlp": LIKELIHOODS, "made": {"bernoulli": MadeBernoulli}}   # decoder -> the likelihoods it offers
 PRIORS = {"normal": StandardNormal, "mog": Mixture, "vamp": VampPrior}
 POSTERIORS = {"diagonal": DiagonalGaussian, "flow": PlanarFlow}
 
@@ -54,11 +58,17 @@ def check_likelihood_options(likelihood, gaussian_variance, sigma, sigma_min, le
         raise ValueError(f"levels must be an integer >= 2, got {levels!r}")
 
 
-def build_likelihood(name, x_dim, h_dim, device, dtype, gaussian_variance, sigma, sigma_min, levels):
-    """The likelihood part ``name`` for data of x_dim dimensions on top of decoder features of h_dim."""
+def build_likelihood(name, x_dim, h_dim, device, dtype, gaussian_variance, sigma, sigma_min, levels,
+                     decoder="mlp", made_hidden=(), activation="tanh"):
+    """The likelihood part ``name`` for data of x_dim dimensions on top of decoder features of h_dim; with
+    ``decoder="made"`` the autoregressive one (hidden sizes ``made_hidden``, activation ``activation``)."""
     check_likelihood_options(name, gaussian_variance, sigma, sigma_min, levels)
-    given = dict(gaussian_variance=gaussian_variance, sigma=sigma, sigma_min=sigma_min, levels=int(levels))
-    cls = LIKELIHOODS[name]
+    offered = _lookup(DECODERS, decoder, "decoder")
+    if name not in offered:
+        raise ValueError(f"decoder {decoder!r} offers the likelihoods {', '.join(offered)}; got {name!r}")
+    given = dict(gaussian_variance=gaussian_variance, sigma=sigma, sigma_min=sigma_min, levels=int(levels),
+                 made_hidden=tuple(made_hidden), activation=activation)
+    cls = offered[name]
     return cls(x_dim, h_dim, device, dtype, **{k: given[k] for k in cls.OPTIONS})   # the options it reads
 
 
@@ -78,7 +88,7 @@ def build_posterior(name, h_dim, z_dim, flow_steps):
     return cls(h_dim, z_dim, **{k: given[k] for k in cls.OPTIONS})
 
 
-__all__ = ["Bernoulli", "Categorical", "ClosedFormKL", "DiagonalGaussian", "GAUSSIAN_VARIANCES", "Gaussian",
-           "LIKELIHOODS", "Mixture", "PlanarFlow", "POSTERIORS", "PRIORS", "SampledKL", "StandardNormal", "VampPrior",
+__all__ = ["Bernoulli", "Categorical", "ClosedFormKL", "DECODERS", "DiagonalGaussian", "GAUSSIAN_VARIANCES", "Gaussian",
+           "LIKELIHOODS", "MadeBernoulli", "Mixture", "PlanarFlow", "POSTERIORS", "PRIORS", "SampledKL", "StandardNormal", "VampPrior",
            "build_likelihood", "build_posterior", "build_prior",
            "check_likelihood_options"]
