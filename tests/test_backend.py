@@ -115,8 +115,8 @@ def test_train_loop_with_warmup_iw_and_mog_on_array_api_strict_device(tmp_path):
 @pytest.mark.parametrize("options", [dict(posterior="flow", flow_steps=2), dict(prior="vamp", pseudo_inputs=3),
                                      dict(decoder="made", made_hidden=(70, 70))], ids=["flow", "vamp", "made"])
 def test_train_loop_with_new_parts_on_array_api_strict_device(tmp_path, options):
-    """The flow posterior, the VampPrior and the MADE decoder on the strict device: a step of each reads no value back to the host
-    (array-api-strict refuses what NumPy would silently allow), and it matches the NumPy run."""
+    """The flow posterior, the VampPrior and the MADE decoder on the strict device: a step of each reads no value
+    back to the host (array-api-strict refuses what NumPy would silently allow), and it matches the NumPy run."""
     kw = dict(epochs=1, batch_size=256, hidden=(16,), z_dim=2, dtype="float64", log=lambda s: None, **options)
     strict = train(device="strict", out=str(tmp_path / "strict"), **kw)
     cpu = train(device="cpu", out=str(tmp_path / "cpu"), **kw)

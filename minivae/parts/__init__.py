@@ -88,7 +88,7 @@ def build_posterior(name, h_dim, z_dim, flow_steps):
     return cls(h_dim, z_dim, **{k: given[k] for k in cls.OPTIONS})
 
 
-__all__ = ["Bernoulli", "Categorical", "ClosedFormKL", "DECODERS", "DiagonalGaussian", "GAUSSIAN_VARIANCES", "Gaussian",
-           "LIKELIHOODS", "MadeBernoulli", "Mixture", "PlanarFlow", "POSTERIORS", "PRIORS", "SampledKL", "StandardNormal", "VampPrior",
-           "build_likelihood", "build_posterior", "build_prior",
+__all__ = ["Bernoulli", "Categorical", "ClosedFormKL", "DECODERS", "DiagonalGaussian", "GAUSSIAN_VARIANCES",
+           "Gaussian", "LIKELIHOODS", "MadeBernoulli", "Mixture", "PlanarFlow", "POSTERIORS", "PRIORS", "SampledKL",
+           "StandardNormal", "VampPrior", "build_likelihood", "build_posterior", "build_prior",
            "check_likelihood_options"]
