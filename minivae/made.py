@@ -29,11 +29,13 @@ def masked_linear_backward(dy, cache):
 
 
 def made_degrees(x_dim, hidden):
-    """The degrees (host int arrays): inputs 1..D, then each hidden layer's units cycling through 1..D-1
-    (unit k of a layer: k mod (D - 1) + 1), deterministic, so every degree is used when a layer has at least
-    D - 1 units.  derivations/made.md#masks"""
+    """The degrees (host int arrays): inputs 1..D, then each hidden layer's H units over 1..D-1, deterministic:
+    cycling (unit k: k mod (D - 1) + 1) when H >= D - 1, so every degree is used; spread evenly (unit k:
+    1 + floor(k (D - 1) / H)) when H is smaller, so every part of the image still has units that read it.
+    derivations/made.md#masks"""
     top = max(x_dim - 1, 1)
-    return [np.arange(1, x_dim + 1)] + [np.arange(h) % top + 1 for h in hidden]
+    return [np.arange(1, x_dim + 1)] + [np.arange(h) % top + 1 if h >= top else 1 + np.arange(h) * top // h
+                                        for h in hidden]
 
 
 def made_masks(x_dim, hidden):

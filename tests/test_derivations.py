@@ -65,7 +65,7 @@ REQUIRED_ANCHORS = {
               "log-determinant-backward", "the-invertible-u", "the-posterior", "evaluating-a-flow"},
     "prior": {"standard-normal", "parameters", "mixture-forward", "mixture-backward", "log-q-at-a-sample",
               "sampled-kl", "sampling-the-mixture", "evaluation-with-a-mixture-prior", "vampprior",
-              "vampprior-backward"},
+              "which-assumption-the-vampprior-relaxes", "vampprior-backward"},
 }
 
 CODE_REF = re.compile(r"`minivae/(?P<module>[\w/]+)\.py: (?P<names>[^`]+)`")

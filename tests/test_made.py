@@ -39,13 +39,15 @@ def test_masked_linear_forward_is_a_sum_over_unmasked_inputs(rng):
     np.testing.assert_allclose(y, ref, rtol=1e-13, atol=1e-15)
 
 
-@pytest.mark.parametrize("x_dim, hidden", [(2, ()), (5, (6,)), (5, (6, 7)), (8, (3, 9, 4)), (64, (400, 400))])
+@pytest.mark.parametrize("x_dim, hidden", [(2, ()), (5, (6,)), (5, (6, 7)), (8, (3, 9, 4)), (64, (400, 400)),
+                                           (784, (400, 400))])
 def test_masks_are_autoregressive(x_dim, hidden):
     masks = made_masks(x_dim, hidden)
     assert check_autoregressive(masks)
     assert [m.shape for m in masks] == list(zip((x_dim,) + hidden, hidden + (x_dim,)))
     deg = made_degrees(x_dim, hidden)
     assert all(d.min() >= 1 and d.max() <= max(x_dim - 1, 1) for d in deg[1:])
+    assert all(d.max() >= (x_dim - 1) * (len(d) - 1) / len(d) for d in deg[1:])   # the degrees reach the end
     if all(h >= x_dim - 1 for h in hidden):                             # every earlier pixel reaches every output
         reach = masks[0]
         for m in masks[1:]:
