@@ -9,9 +9,10 @@ import scipy.stats
 
 from minivae.backend import to_host
 from minivae.evaluate import evaluate_sections, exact_log_px
-from minivae.gradcheck import numerical_gradient, rel_error
 from minivae.model import VAE
 from minivae.objectives import ELBO, IWBound
+
+from _fd import batch, gradcheck_all, perturb
 
 CONFIGS = [
     dict(x_dim=5, z_dim=2, hidden=(), activation="tanh", likelihood="bernoulli"),
@@ -21,29 +22,8 @@ CONFIGS = [
 
 
 def flow_model(config, steps, prior="normal", device="cpu"):
-    model = VAE(**config, dtype="float64", device=device, seed=3, prior=prior, prior_components=3,
-                posterior="flow", flow_steps=steps)
-    r = np.random.default_rng(4)
-    for p in model.params.values():                                   # biases off zero, every term exercised
-        p += model.device.asarray(0.3 * r.standard_normal(tuple(p.shape)), dtype="float64")
-    return model
-
-
-def batch(model, n, k=None, seed=5):
-    r = np.random.default_rng(seed)
-    x = model.device.asarray(r.uniform(size=(n, model.x_dim)), dtype="float64")
-    shape = (n, model.z_dim) if k is None else (k, n, model.z_dim)
-    return x, model.device.asarray(r.standard_normal(shape), dtype="float64")
-
-
-def gradcheck_all(model, loss):
-    _, grads, _ = loss()
-    assert set(grads) == set(model.params)
-    for name, p in model.params.items():
-        assert grads[name].shape == p.shape, name
-        num = numerical_gradient(lambda: loss()[0], p, np.array(1.0))
-        err = rel_error(grads[name], num)
-        assert err <= 1e-6, (name, err)
+    return perturb(VAE(**config, dtype="float64", device=device, seed=3, prior=prior, prior_components=3,
+                       posterior="flow", flow_steps=steps))
 
 
 @pytest.mark.parametrize("steps", [1, 3])

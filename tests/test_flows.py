@@ -33,22 +33,15 @@ def test_planar_u_backward_gradcheck(device, rng, shape):
     assert max(errors) <= 1e-6, errors
 
 
+@pytest.mark.parametrize("pair", [(planar_forward, planar_backward), (planar_logdet_forward, planar_logdet_backward)],
+                         ids=["step", "logdet"])
 @pytest.mark.parametrize("shape", SHAPES)
-def test_planar_backward_gradcheck(device, rng, shape):
+def test_planar_backward_gradcheck(device, rng, shape, pair):
+    """The step and its log-determinant, at a u_hat from planar_u (w^T u_hat > -1)."""
     u, w, b = flow_params(rng, *shape)
     u_hat, _ = planar_u_forward(u, w)
     z = rng.standard_normal(shape)
-    errors = check_backward(planar_forward, planar_backward, tuple(device.asarray(a) for a in (z, u_hat, w, b)))
-    assert max(errors) <= 1e-6, errors
-
-
-@pytest.mark.parametrize("shape", SHAPES)
-def test_planar_logdet_backward_gradcheck(device, rng, shape):
-    u, w, b = flow_params(rng, *shape)
-    u_hat, _ = planar_u_forward(u, w)
-    z = rng.standard_normal(shape)
-    errors = check_backward(planar_logdet_forward, planar_logdet_backward,
-                            tuple(device.asarray(a) for a in (z, u_hat, w, b)))
+    errors = check_backward(*pair, tuple(device.asarray(a) for a in (z, u_hat, w, b)))
     assert max(errors) <= 1e-6, errors
 
 
@@ -137,45 +130,45 @@ def invert(z_k, steps):
     return z
 
 
-def log_q_k(points, steps, mu, sigma):
-    """log q_K at each point of (M, 2): log q0(f^{-1}(z)) - sum_k logdet_k along the inverted path."""
-    z0 = np.array([invert(p, steps) for p in points])
+def density_on_grid(steps, mu, sigma, z_k, points, with_logdet=True):
+    """The grid's axes over the samples z_K (their range, 1 beyond) and q_K at its points x points:
+    q0(f^{-1}(z)) exp(-sum_k logdet_k) along the inverted path (without the exp(-sum) when ``with_logdet`` is
+    False: a density that ignores the change of volume)."""
+    lo, hi = np.min(z_k, axis=0) - 1.0, np.max(z_k, axis=0) + 1.0
+    axes = [np.linspace(a, b, points) for a, b in zip(lo, hi)]
+    grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 2)
+    z0 = np.array([invert(p, steps) for p in grid])
     _, total = push(z0, steps)
-    return scipy.stats.norm.logpdf(z0, mu, sigma).sum(axis=1) - total
+    log_q = scipy.stats.norm.logpdf(z0, mu, sigma).sum(axis=1) - (total if with_logdet else 0.0)
+    return axes, np.exp(log_q).reshape(points, points)
+
+
+def trapezoid_2d(q, axes):
+    return np.trapezoid(np.trapezoid(q, axes[1], axis=1), axes[0])
 
 
 def test_flow_density_integrates_to_one_and_matches_samples(rng):
     steps, mu, sigma = chain(rng)
-    eps = np.random.default_rng(7).standard_normal((200_000, 2))
-    z_k, _ = push(mu + sigma * eps, steps)
-    lo, hi = np.min(z_k, axis=0) - 1.0, np.max(z_k, axis=0) + 1.0
-    axes = [np.linspace(a, b, 161) for a, b in zip(lo, hi)]
-    grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 2)
-    q = np.exp(log_q_k(grid, steps, mu, sigma)).reshape(161, 161)
-    mass = np.trapezoid(np.trapezoid(q, axes[1], axis=1), axes[0])
+    z_k, _ = push(mu + sigma * np.random.default_rng(7).standard_normal((200_000, 2)), steps)
+    axes, q = density_on_grid(steps, mu, sigma, z_k, 161)
+    mass = trapezoid_2d(q, axes)
     assert abs(mass - 1.0) < 1e-4, mass        # trapezoid error ~4e-5 here; a wrong log-det misses by > 0.05
-    # the probability of the box below the samples' median in both coordinates: quadrature vs the samples
+    # the probability of the box below the samples' median in both coordinates: quadrature vs the samples (the
+    # box's edge cuts grid cells, an O(h) error of the quadrature, hence the 0.01 beside 4 standard errors)
     med = np.median(z_k, axis=0)
     inside = (axes[0][:, None] <= med[0]) & (axes[1][None, :] <= med[1])
-    box_q = np.trapezoid(np.trapezoid(np.where(inside, q, 0.0), axes[1], axis=1), axes[0])
+    box_q = trapezoid_2d(np.where(inside, q, 0.0), axes)
     box_mc = np.mean(np.all(z_k <= med, axis=1))
     se = math.sqrt(box_mc * (1 - box_mc) / len(z_k))
     assert abs(box_q - box_mc) < 0.01 + 4 * se, (box_q, box_mc)
 
 
 def test_a_wrong_log_det_fails_the_mass_check(rng):
-    """The mass check can fail: dropping the log-determinants (a density that ignores the change of volume)
-    leaves a mass far from 1."""
+    """The mass check can fail: dropping the log-determinants leaves a mass far from 1."""
     steps, mu, sigma = chain(rng)
-    eps = np.random.default_rng(7).standard_normal((20_000, 2))
-    z_k, _ = push(mu + sigma * eps, steps)
-    lo, hi = np.min(z_k, axis=0) - 1.0, np.max(z_k, axis=0) + 1.0
-    axes = [np.linspace(a, b, 81) for a, b in zip(lo, hi)]
-    grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 2)
-    z0 = np.array([invert(p, steps) for p in grid])
-    q = np.exp(scipy.stats.norm.logpdf(z0, mu, sigma).sum(axis=1)).reshape(81, 81)
-    mass = np.trapezoid(np.trapezoid(q, axes[1], axis=1), axes[0])
-    assert abs(mass - 1.0) > 0.05, mass
+    z_k, _ = push(mu + sigma * np.random.default_rng(7).standard_normal((20_000, 2)), steps)
+    axes, q = density_on_grid(steps, mu, sigma, z_k, 81, with_logdet=False)
+    assert abs(trapezoid_2d(q, axes) - 1.0) > 0.05
 
 
 def test_ops_keep_the_array_type(device, rng):
