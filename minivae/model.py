@@ -185,7 +185,8 @@ class VAE:
 
     def decode(self, z):
         """The parameters of p(x|z) for codes z: (N, Z): bernoulli {"logits": (N, D)}; categorical
-        {"logits": (N, D, L)}; gaussian {"mean": (N, D), "logvar": after the floor, (), (D,) or (N, D)}."""
+        {"logits": (N, D, L)}; gaussian {"mean": (N, D), "logvar": after the floor, (), (D,) or (N, D)}; the
+        MADE decoder, whose logits depend on x too, {"probs": (N, D)} from its sequential mean pass."""
         return self.likelihood.decode(self.params, self._features(z))
 
     def decoder_mean(self, z):
