@@ -10,7 +10,8 @@ the ELBO alone measures neither exactly. This module reports, in nats per exampl
 - the importance-weighted bound L_k (Burda et al. 2015), ELBO <= L_k <= log p(x) in expectation, tighter as k
   grows (a single estimate can exceed log p(x));
 - for a latent dimension of 1 or 2, log p(x) itself by quadrature over z, the ELBO on the same grid, and with
-  them the gap log p(x) - ELBO = KL(q(z|x) || p(z|x)) that training shrinks;
+  them the gap log p(x) - ELBO = KL(q(z|x) || p(z|x)) that training shrinks (for a posterior whose density is
+  known only at its own samples, the planar flow, the ELBO of many draws instead, and no ELBO surgery);
 - active units (Burda et al. 2015) and the split of the average KL into the mutual information I_q(x; z) and
   KL(q(z) || p(z)) (Hoffman & Johnson 2016, "ELBO surgery").
 
