@@ -55,6 +55,8 @@ class TrainConfig:
     kl_warmup_epochs: int = option(0, "the KL weight rises linearly, step by step, from --kl-warmup-start to "
                                       "--beta over this many epochs (0: no warm-up)")
     kl_warmup_start: float = option(0.0, "the KL weight of the first step of a warm-up")
+    free_bits: float = option(0.0, "free bits: the batch's mean KL is charged only above this many nats (Kingma "
+                                   "et al. 2016, the whole code one group); 0: off; needs --iw-samples 1")
     iw_samples: int = option(1, "K > 1: train on the importance-weighted bound L_K with K samples per example")
     prior: str = option("normal", "p(z): normal (N(0, I)), mog (a learned mixture of Gaussians) or vamp (the "
                                   "VampPrior: q(z|x)'s mixture over --pseudo-inputs learned inputs)")
@@ -103,6 +105,10 @@ class TrainConfig:
         check_number(c.lr, "lr", 0.0, strict=True)
         check_number(c.beta, "beta", 0.0)
         check_number(c.kl_warmup_start, "kl_warmup_start", 0.0)
+        check_number(c.free_bits, "free_bits", 0.0)
+        if c.free_bits and c.iw_samples > 1:
+            raise ValueError(f"free_bits applies to the ELBO; with iw_samples {c.iw_samples} the objective is the "
+                             f"importance-weighted bound (use one or the other)")
         check_choice(c.optimizer, "optimizer", OPTIMIZERS)
         check_choice(c.activation, "activation", ACTIVATIONS)
         check_choice(c.prior, "prior", PRIORS)

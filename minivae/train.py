@@ -249,13 +249,15 @@ def _objective(config, epoch, step, steps_per_epoch):
     """This step's objective: the KL weight is a pure function of (epoch, step), so a resumed run uses the
     weights of a run never interrupted."""
     weight = kl_weight(epoch, step, steps_per_epoch, config.beta, config.kl_warmup_epochs, config.kl_warmup_start)
-    return IWBound(weight) if config.iw_samples > 1 else ELBO(weight)
+    return IWBound(weight) if config.iw_samples > 1 else ELBO(weight, free_bits=config.free_bits)
 
 
 def _loss_name(config, weight):
     """What the training loss of an epoch is, for the log: -ELBO, -L_K, or the weighted sum it really is."""
     if config.iw_samples > 1:
         return f"-L_{config.iw_samples}" + ("" if weight == 1.0 else f" (kl weight {weight:.3g})")
+    if config.free_bits:
+        return f"loss (nll + {weight:.3g} max({config.free_bits:g}, kl))"
     return "-ELBO" if weight == 1.0 else f"loss (nll + {weight:.3g} kl)"
 
 

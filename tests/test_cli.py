@@ -270,7 +270,9 @@ def test_relaxation_flags_train_evaluate_and_sample(tmp_path, capsys, flags):
 
 @pytest.mark.parametrize("flags, needle", [(["--flow-steps", "0"], "flow_steps"),
                                            (["--posterior", "iaf"], "posterior"),
-                                           (["--pseudo-inputs", "0"], "pseudo_inputs")])
+                                           (["--pseudo-inputs", "0"], "pseudo_inputs"),
+                                           (["--free-bits", "-1"], "free_bits"),
+                                           (["--free-bits", "2", "--iw-samples", "2"], "free_bits")])
 def test_bad_relaxation_options_one_line(tmp_path, capsys, flags, needle):
     assert main(["train", *SMALL, *flags, "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
