@@ -31,6 +31,7 @@ import zipfile
 import numpy as np
 
 from .backend import to_host
+from .config import saved_config
 
 FORMAT_VERSION = 1
 
@@ -76,8 +77,8 @@ def remove_stale_temporaries(folder):
 
 def atomic_write(path, write):
     """Call ``write(fileobj)`` on a temporary file beside ``path``, then move it into place. On any exception the
-    temporary file is removed and ``path`` is as it was; stale temporary files of killed writers are removed
-    first (``remove_stale_temporaries``)."""
+    temporary file is removed and ``path`` is as it was (an OSError such as a full disk names ``path``); stale
+    temporary files of killed writers are removed first (``remove_stale_temporaries``)."""
     if os.path.isdir(path):                       # else os.replace's error would name the temporary file
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), os.fspath(path))
     folder = os.path.dirname(os.path.abspath(path))
@@ -92,9 +93,11 @@ def atomic_write(path, write):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno is not None and e.filename is None:   # a full disk: name the file
+            raise OSError(e.errno, f"cannot write {os.fspath(path)!r}: {e.strerror}") from None
         raise
 
 
@@ -125,54 +128,113 @@ def save_checkpoint(path, model, optimizer, train_config, epoch, rng, progress=N
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def load_checkpoint(path):
-    """Read a checkpoint into host data: {"model", "train", "epoch", "rng", "optim", "params"}, where
-    ``optim`` holds the scalar state and each slot as a dict of NumPy arrays. A CheckpointError names the file
-    if it is missing, unreadable, not a minivae checkpoint, truncated, corrupted or of another version."""
-    path = os.fspath(path)
+ZIP_MAGIC, NPY_MAGIC = b"PK\x03\x04", b"\x93NUMPY"     # the first bytes of an .npz (a zip) and of an .npy file
+
+
+def _check_path(path, what="path"):
+    """``path`` as a str if it is a str or os.PathLike; a TypeError naming ``what`` otherwise."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{what} must be a file path (str or os.PathLike), got {type(path).__name__}")
+    return os.fspath(path)
+
+
+def _read_npz(path):
+    """Every array of the .npz file ``path``, read whole, or a CheckpointError saying what the file is instead."""
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint {path!r}: no such file")
     if os.path.isdir(path):
         raise CheckpointError(f"checkpoint {path!r} is a directory, not a file")
     try:
+        with open(path, "rb") as f:
+            head = f.read(len(NPY_MAGIC))
+        if not head:
+            raise CheckpointError(f"checkpoint {path!r} is an empty file")
+        if head.startswith(NPY_MAGIC):
+            raise CheckpointError(f"checkpoint {path!r} is a single NumPy array (.npy), not a minivae checkpoint "
+                                  f"(an .npz archive written by minivae train)")
+        if not head.startswith(ZIP_MAGIC):
+            raise CheckpointError(f"checkpoint {path!r} is not a minivae checkpoint: not an .npz archive "
+                                  f"(a checkpoint is the checkpoint.npz that minivae train writes)")
         with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
+            return {k: z[k] for k in z.files}
     except PermissionError as e:
         raise CheckpointError(f"checkpoint {path!r} cannot be read: {e.strerror}") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        if isinstance(e, CheckpointError):
+            raise
         raise CheckpointError(f"checkpoint {path!r} cannot be read (truncated or corrupted?): {e}") from None
+
+
+def _record(data, key):
+    """The JSON record ``key`` of a checkpoint: a dict (a ValueError if it is not)."""
+    value = json.loads(str(data[key]))
+    if not isinstance(value, dict):
+        raise ValueError(f"{key!r} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _check_finite_arrays(path, arrays, what):
+    """Each host array of ``arrays`` (name -> array) must be a finite floating array: a CheckpointError naming
+    the file and the array otherwise."""
+    for name, a in arrays.items():
+        if a.dtype.kind != "f":
+            raise CheckpointError(f"checkpoint {path!r}: {what} {name!r} has dtype {a.dtype}, not a float dtype")
+        bad = a.size - np.count_nonzero(np.isfinite(a))
+        if bad:
+            raise CheckpointError(f"checkpoint {path!r} is corrupted: {what} {name!r} holds {bad} NaN or infinite "
+                                  f"value(s)")
+
+
+def load_checkpoint(path):
+    """Read a checkpoint into host data: {"model", "train", "epoch", "rng", "optim", "params"}, where
+    ``optim`` holds the scalar state and each slot as a dict of NumPy arrays. A CheckpointError names the file
+    if it is missing, unreadable, not a minivae checkpoint (an .npy array, a text or JSON file, a foreign .npz),
+    truncated, corrupted (a record that is not what it should be, parameters or optimizer state holding NaN or
+    inf) or of another version. Everything is read and checked before anything is returned."""
+    path = _check_path(path)
+    data = _read_npz(path)
     if "format" not in data or "model" not in data:
         raise CheckpointError(f"checkpoint {path!r} is not a minivae checkpoint")
-    version = int(data["format"])
+    try:
+        version = int(data["format"])
+    except (TypeError, ValueError):
+        raise CheckpointError(f"checkpoint {path!r} has an unreadable format version") from None
     if version != FORMAT_VERSION:
         raise CheckpointError(f"checkpoint {path!r} has format version {version}; "
                               f"this minivae reads version {FORMAT_VERSION}")
     try:
-        optim = json.loads(str(data["optim"]))
+        optim = _record(data, "optim")
         for key, a in data.items():
             if key.startswith("optim/"):
                 _, slot, name = key.split("/", 2)
                 optim.setdefault(slot, {})[name] = a
-        return {
-            "model": json.loads(str(data["model"])),
-            "train": json.loads(str(data["train"])),
+        ckpt = {
+            "model": _record(data, "model"),
+            "train": _record(data, "train"),
             "epoch": int(data["epoch"]),
             "rng": str(data["rng"]),
             "optim": optim,
-            "progress": json.loads(str(data["progress"])),
+            "progress": _record(data, "progress"),
             "order": data.get("order"),
             "data": _data_record(data),
             "params": {k[len("param/"):]: a for k, a in data.items() if k.startswith("param/")},
         }
-    except (KeyError, ValueError) as e:
+    except (KeyError, ValueError, TypeError) as e:
         raise CheckpointError(f"checkpoint {path!r} is incomplete or corrupted: {e}") from None
+    try:
+        saved_config(ckpt["train"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path!r} holds an invalid training config: {e}") from None
+    _check_finite_arrays(path, ckpt["params"], "parameter")
+    _check_finite_arrays(path, {k: a for k, a in data.items() if k.startswith("optim/")}, "optimizer state")
+    return ckpt
 
 
 def _data_record(data):
     """The stored data record; for a checkpoint written before it was stored, what its train config says."""
     if "data" in data:
-        return json.loads(str(data["data"]))
-    train = json.loads(str(data["train"]))
+        return _record(data, "data")
+    train = _record(data, "train")
     return {"dataset": train.get("dataset", "digits"), "binarize": train.get("binarize", "none"),
             "data_dir": train.get("data_dir"), "image_shape": None}
 

@@ -140,13 +140,19 @@ def resume_policy(name):
     return {f.name: f.metadata["on_resume"] for f in dataclasses.fields(TrainConfig)}[name]
 
 
+def saved_config(saved):
+    """The TrainConfig of a checkpoint's ``train`` record (a dict), validated: a TypeError or ValueError if the
+    record is not a valid config (minivae/checkpoint.py names the file)."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in saved.items() if k in fields}).validate()
+
+
 def resumed_config(saved, typed, path):
     """The saved run's config (a dict from its checkpoint) with what the user typed applied: a field that may
     change on resume takes the typed value; a fixed one must equal the saved value, or a ValueError names it.
     Returns (config, {field: (saved, typed)} for every field that changed)."""
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    base = TrainConfig(**{k: v for k, v in saved.items() if k in fields})
-    base = dataclasses.replace(base, hidden=tuple(base.hidden), made_hidden=tuple(base.made_hidden))
+    base = saved_config(saved)
     changes = {}
     for name, value in typed.items():
         if name not in fields:

@@ -28,7 +28,8 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from .backend import array_namespace, astype
+from .backend import astype
+from .checks import check_arrays, check_finite, check_shape, check_unit_interval
 from .parts import LIKELIHOODS
 
 SPLIT_SEED = 0          # the held-out split is fixed, whatever the training seed, so runs compare
@@ -210,8 +211,10 @@ def download(url, path, sha256, timeout=30.0):
 
 
 def _check_folder(data_dir):
-    if not isinstance(data_dir, (str, os.PathLike)) or not str(data_dir):
-        raise ValueError(f"data_dir must be a folder path, got {data_dir!r}")
+    if not isinstance(data_dir, (str, os.PathLike)):
+        raise TypeError(f"data_dir must be a folder path (str or os.PathLike), got {type(data_dir).__name__}")
+    if not os.fspath(data_dir):
+        raise ValueError("data_dir must be a folder path, got ''")
     if not os.path.isdir(data_dir):
         raise ValueError(f"data_dir {str(data_dir)!r} is not a folder")
     return os.fspath(data_dir)
@@ -319,12 +322,6 @@ def synthetic_log_px(x):
 # ----------------------------------------------------------------------------------------------------------
 # binarisation
 
-def _check_unit_interval(x, what):
-    if x.size and (np.min(x) < 0.0 or np.max(x) > 1.0):
-        raise ValueError(f"{what} needs values in [0, 1] (intensities), got values in "
-                         f"[{np.min(x):g}, {np.max(x):g}]")
-
-
 def binarize_static(x, mode, seed=BINARIZE_SEED):
     """A fixed binarisation of the host array ``x`` (values in [0, 1]), of x's dtype.
 
@@ -335,9 +332,12 @@ def binarize_static(x, mode, seed=BINARIZE_SEED):
     """
     if mode not in ("none", "threshold", "sample"):
         raise ValueError(f"mode must be 'none', 'threshold' or 'sample' for a static binarisation, got {mode!r}")
+    if not isinstance(x, np.ndarray) or x.dtype.kind != "f":
+        raise TypeError(f"binarize_static: x must be a NumPy array of floats, got "
+                        f"{getattr(x, 'dtype', type(x).__name__)}")
     if mode == "none":
         return x
-    _check_unit_interval(x, f"binarize_static mode {mode!r}")
+    check_unit_interval(x, "binarize_static: x", f" for mode {mode!r} (intensities)")
     if mode == "threshold":
         return (x > 0.5).astype(x.dtype)
     u = np.random.default_rng(seed).random(x.shape)                  # U[0, 1), float64
@@ -349,9 +349,8 @@ def dynamic_binarize(x, u):
 
     Pure and array-API generic, like every op: the randomness is the argument ``u`` (x's shape).
     """
-    array_namespace(x, u)                                            # one namespace, or a TypeError
-    if tuple(u.shape) != tuple(x.shape):
-        raise ValueError(f"u must have x's shape {tuple(x.shape)}, got {tuple(u.shape)}")
+    check_arrays("dynamic_binarize", x=x, u=u)
+    check_shape("dynamic_binarize", "u", u, tuple(x.shape), "x's shape")
     return astype(u < x, x.dtype)
 
 
@@ -361,8 +360,8 @@ def _binarize_dataset(data, mode, name):
     sample, the same one ``sample`` uses, so held-out numbers compare across epochs, runs and the two modes."""
     if mode == "none":
         return data
-    for x in (data.x_train, data.x_test):
-        _check_unit_interval(x, f"binarize {mode!r} on dataset {name!r}")
+    for x, part in ((data.x_train, "training"), (data.x_test, "held-out")):
+        check_unit_interval(x, f"dataset {name!r}'s {part} data", f" to binarize it ({mode!r})")
     x_train = data.x_train if mode == "dynamic" else binarize_static(data.x_train, mode, BINARIZE_SEED)
     x_test = binarize_static(data.x_test, "threshold" if mode == "threshold" else "sample", BINARIZE_SEED + 1)
     return data._replace(x_train=x_train, x_test=x_test)
@@ -394,10 +393,11 @@ def load_dataset(name, data_dir=None, binarize="none"):
 
 
 def check_data(x, likelihood, name="x"):
-    """Validate a host data matrix before training or evaluation: a ValueError naming ``name`` if it is not
-    a non-empty 2-D floating array of finite values (in [0, 1] for the Bernoulli and categorical likelihoods)."""
+    """Validate a host data matrix before training or evaluation, naming ``name``: a TypeError if it is not a
+    NumPy array; a ValueError if it is not a non-empty 2-D floating array of finite values (in [0, 1] for the
+    Bernoulli and categorical likelihoods). minivae/checks.py states where each check runs."""
     if not isinstance(x, np.ndarray):
-        raise ValueError(f"{name} must be a NumPy array, got {type(x).__name__}")
+        raise TypeError(f"{name} must be a NumPy array, got {type(x).__name__}")
     if x.ndim != 2:
         raise ValueError(f"{name} must be 2-D (examples, dimensions), got shape {x.shape}")
     if x.shape[0] == 0 or x.shape[1] == 0:
@@ -405,11 +405,8 @@ def check_data(x, likelihood, name="x"):
     if x.dtype.kind != "f":
         raise ValueError(f"{name} must have a floating dtype, got {x.dtype} "
                          f"(scale integer data to floats first, e.g. pixels / 255)")
-    if not np.all(np.isfinite(x)):
-        bad = int(np.sum(~np.isfinite(x)))
-        raise ValueError(f"{name} contains {bad} NaN or infinite value(s)")
-    if LIKELIHOODS[likelihood].unit_interval and (np.min(x) < 0.0 or np.max(x) > 1.0):
-        raise ValueError(f"{name} must lie in [0, 1] for the {likelihood} likelihood, "
-                         f"got values in [{np.min(x):g}, {np.max(x):g}] (real-valued data needs the gaussian "
-                         f"likelihood)")
+    check_finite(x, name)
+    if LIKELIHOODS[likelihood].unit_interval:
+        check_unit_interval(x, name, f" for the {likelihood} likelihood (real-valued data needs the gaussian "
+                                     f"likelihood)")
     return x

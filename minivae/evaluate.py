@@ -35,7 +35,9 @@ import numpy as np
 from tqdm import tqdm
 
 from .backend import array_namespace, to_host
+from .checks import check_positive_int
 from .logsumexp import logsumexp
+from .model import VAE
 from .rng import RNG
 
 # Memory budgets, in array elements (x 8 bytes in float64, x 4 in float32). Measured with tracemalloc:
@@ -52,10 +54,13 @@ AUTO_EXACT_MAX = 1_000_000
 ROW_ELEMENTS = 1 << 22
 
 
-def _check_positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+
+
+def _check_model_and_data(model, x):
+    """model must be a VAE; x a batch it accepts (minivae/checks.py: its values too, when x is a host array)."""
+    if not isinstance(model, VAE):
+        raise TypeError(f"model must be a minivae VAE, got {type(model).__name__}")
+    model.check_x(x)
 
 
 def _check_progress(progress):
@@ -117,8 +122,9 @@ def evaluate_elbo(model, x, seed=0, batch_size=1000, samples=1):
     Returns {"neg_elbo", "nll", "kl", "neg_elbo_se", "nll_se", "kl_se", "samples"} (host floats).
     derivations/evaluation.md#elbo
     """
-    batch_size = _check_positive_int(batch_size, "batch_size")
-    samples = _check_positive_int(samples, "samples")
+    _check_model_and_data(model, x)
+    batch_size = check_positive_int(batch_size, "batch_size")
+    samples = check_positive_int(samples, "samples")
     xp, n = model.device.xp, x.shape[0]
     rng = RNG(seed)
     total = {"nll": 0.0, "kl": 0.0}
@@ -126,7 +132,7 @@ def evaluate_elbo(model, x, seed=0, batch_size=1000, samples=1):
     for start, stop in _batches(n, batch_size):
         xb = x[start:stop, ...]
         eps = rng.normal((samples, stop - start, model.z_dim), model.device, model.dtype_name)   # (S, B, Z)
-        terms = [model.elbo_terms(xb, eps[s, ...]) for s in range(samples)]
+        terms = [model.elbo_terms(xb, eps[s, ...], check_input=False) for s in range(samples)]
         nll = xp.stack([t[0] for t in terms], axis=0)                               # (S, B)
         kl = xp.stack([t[1] for t in terms], axis=0)                                # (S, B)
         for name, t in (("nll", nll), ("kl", kl), ("neg_elbo", nll + kl)):
@@ -165,10 +171,11 @@ def iw_bound(model, x, k=1000, seed=0, batch_size=100, max_rows=None, progress=N
     any k and N. Returns {"iw_bound": mean L_k, "se", "k", "per_example": (N,) host, "per_example_var": (N,)
     host or None}.  derivations/evaluation.md#importance-weighted-bound
     """
-    k = _check_positive_int(k, "k")
-    batch_size = _check_positive_int(batch_size, "batch_size")
+    _check_model_and_data(model, x)
+    k = check_positive_int(k, "k")
+    batch_size = check_positive_int(batch_size, "batch_size")
     max_rows = (max(1, ROW_ELEMENTS // _row_elements(model)) if max_rows is None
-                else _check_positive_int(max_rows, "max_rows"))
+                else check_positive_int(max_rows, "max_rows"))
     _check_progress(progress)
     xp, n = model.device.xp, x.shape[0]
     rng = RNG(seed)
@@ -179,7 +186,7 @@ def iw_bound(model, x, k=1000, seed=0, batch_size=100, max_rows=None, progress=N
             lse = lse2 = None
             for k0, k1 in _batches(k, max(1, max_rows // (stop - start))):
                 eps = rng.normal((k1 - k0, stop - start, model.z_dim), model.device, model.dtype_name)  # (k', B, Z)
-                log_w = model.log_weights(xb, eps)                                   # (k', B)
+                log_w = model.log_weights(xb, eps, check_input=False)                                   # (k', B)
                 lse = _logaddexp(lse, logsumexp(log_w, axis=0))                      # log sum_i w_i, (B,)
                 lse2 = _logaddexp(lse2, logsumexp(2.0 * log_w, axis=0))              # log sum_i w_i^2, (B,)
             bound.append(lse - math.log(k))                                          # L_k per example, (B,)
@@ -221,11 +228,12 @@ def exact_log_px(model, x, radius=10.0, points_per_sigma=3.0, tol=1e-6, max_poin
     N G' <= ``max_elements`` (default MAX_ELEMENTS), so memory is bounded for any N and grid.
     derivations/evaluation.md#exact-log-likelihood
     """
+    _check_model_and_data(model, x)
     if model.z_dim not in (1, 2):
         raise ValueError(f"exact log p(x) needs z_dim 1 or 2 (quadrature over z); this model has z_dim "
                          f"{model.z_dim}")
-    max_points = _check_positive_int(max_points, "max_points")
-    max_elements = MAX_ELEMENTS if max_elements is None else _check_positive_int(max_elements, "max_elements")
+    max_points = check_positive_int(max_points, "max_points")
+    max_elements = MAX_ELEMENTS if max_elements is None else check_positive_int(max_elements, "max_elements")
     _check_progress(progress)
     if not (isinstance(tol, (int, float)) and tol > 0):
         raise ValueError(f"tol must be a number > 0, got {tol!r}")
@@ -254,7 +262,7 @@ def _sampled_elbo(result, model, x, samples, seed):
     the gap from it.  derivations/flows.md#evaluating-a-flow"""
     if model.posterior.density_at_any_z:
         return {**result, "elbo_se": None}
-    mc = evaluate_elbo(model, x, seed=seed, samples=_check_positive_int(samples, "elbo_samples"))
+    mc = evaluate_elbo(model, x, seed=seed, samples=check_positive_int(samples, "elbo_samples"))
     return {**result, "elbo": -mc["neg_elbo"], "elbo_se": mc["neg_elbo_se"], "gap": result["log_px"] + mc["neg_elbo"],
             "per_example_elbo": None}
 
@@ -307,7 +315,7 @@ def _trapezoid_sums(model, x, mu, logvar, axes, h, max_elements, bar):
         shape = tuple(c.shape[0] for c in coords)                                   # (t_0, .., t_Z-1)
         z = xp.stack([xp.reshape(xp.broadcast_to(xp.reshape(c, _along(j, z_dim)), shape), (-1,))
                       for j, c in enumerate(coords)], axis=1)                       # (G', Z), row-major
-        log_joint = model.log_likelihood_grid(x, z) + model.log_prior(z)[None, :]   # (N, G')
+        log_joint = model.log_likelihood_grid(x, z, check_input=False) + model.log_prior(z)[None, :]   # (N, G')
         log_joint = xp.reshape(log_joint, (n,) + shape)                             # (N, t_0, .., t_Z-1)
         sub = (slice(None),) + tuple(slice(t0 % 2, None, 2) for t0, _ in tile)      # even global indices
         if not with_q:
@@ -364,6 +372,7 @@ def active_units(model, x, threshold=0.01):
     """The number of latent dimensions j with Cov_x(E_q[z_j]) = Var_n(mu_nj) > ``threshold`` (Burda et al. 2015).
     derivations/evaluation.md#active-units
     """
+    _check_model_and_data(model, x)
     mu, _ = model.encode(x)
     mu = to_host(mu).astype(np.float64)
     variance = np.var(mu, axis=0)
@@ -397,8 +406,9 @@ def kl_decomposition(model, x, samples=10, seed=0, max_elements=None, progress=N
     error is the spread of the S per-draw estimates, std / sqrt(S) (None for S = 1).
     derivations/evaluation.md#elbo-surgery, derivations/prior.md#evaluation-with-a-mixture-prior
     """
-    samples = _check_positive_int(samples, "samples")
-    max_elements = MAX_ELEMENTS if max_elements is None else _check_positive_int(max_elements, "max_elements")
+    _check_model_and_data(model, x)
+    samples = check_positive_int(samples, "samples")
+    max_elements = MAX_ELEMENTS if max_elements is None else check_positive_int(max_elements, "max_elements")
     _check_progress(progress)
     xp, n = model.device.xp, x.shape[0]
     mu, logvar = model.encode(x)                                                    # (N, Z), logvar clamped
@@ -429,8 +439,9 @@ def evaluate_sections(model, x, k=1000, seed=0, exact=None, samples=10, progress
     "elbo", "iw_bound", "exact" (when run), "active_units", "surgery", so a caller can show (and keep) each
     before the next, longer one starts. ``exact`` defaults to True when z_dim <= 2 and the data has at most
     AUTO_EXACT_MAX examples x dimensions (else the "exact" section only says why it was skipped)."""
-    samples = _check_positive_int(samples, "samples")
-    k = _check_positive_int(k, "k")
+    _check_model_and_data(model, x)
+    samples = check_positive_int(samples, "samples")
+    k = check_positive_int(k, "k")
     _check_progress(progress)
     n, d = x.shape
     elbo = evaluate_elbo(model, x, seed=seed, samples=samples)

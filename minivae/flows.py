@@ -12,7 +12,18 @@ posterior part (minivae/parts/planar_flow.py) chains them.
 Derivation: derivations/flows.md. Tests: tests/test_flows.py.
 """
 from .backend import array_namespace
+from .checks import check_arrays, check_shape
 from .layers import sigmoid_forward, softplus_forward
+
+
+def _check_step(where, z, u_hat, w, b):
+    """z, u_hat, w: (N, Z) of one shape, b: (N,), one array module and float dtype."""
+    xp = check_arrays(where, z=z, u_hat=u_hat, w=w, b=b)
+    check_shape(where, "z", z, (None, None), "(N, Z)")
+    check_shape(where, "u_hat", u_hat, tuple(z.shape), "z's shape")
+    check_shape(where, "w", w, tuple(z.shape), "z's shape")
+    check_shape(where, "b", b, (z.shape[0],), "one per row of z")
+    return xp
 
 
 def planar_u_forward(u, w):
@@ -21,7 +32,9 @@ def planar_u_forward(u, w):
 
     cache = (u, w, a, c, n2): a = w^T u (N,), c (N,), n2 = ||w||^2 (N,).  derivations/flows.md#the-invertible-u
     """
-    xp = array_namespace(u, w)
+    xp = check_arrays("planar_u_forward", u=u, w=w)
+    check_shape("planar_u_forward", "u", u, (None, None), "(N, Z)")
+    check_shape("planar_u_forward", "w", w, tuple(u.shape), "u's shape")
     a = xp.sum(w * u, axis=1)                                        # (N,)  w^T u
     n2 = xp.sum(w * w, axis=1)                                       # (N,)  ||w||^2
     m, _ = softplus_forward(a)                                       # softplus(a) = max(a,0) + log1p(exp(-|a|))
@@ -49,7 +62,7 @@ def planar_forward(z, u_hat, w, b):
 
     cache = (z, u_hat, w, y), y = tanh(w^T z + b) (N,).  derivations/flows.md#one-step-forward
     """
-    xp = array_namespace(z, u_hat, w, b)
+    xp = _check_step("planar_forward", z, u_hat, w, b)
     y = xp.tanh(xp.sum(w * z, axis=1) + b)                           # (N,)  h(w^T z + b)
     return z + u_hat * y[:, None], (z, u_hat, w, y)
 
@@ -69,7 +82,7 @@ def planar_logdet_forward(z, u_hat, w, b):
 
     cache = (z, u_hat, w, y, s, d), d = 1 + (1 - y^2) s (N,).  derivations/flows.md#log-determinant-forward
     """
-    xp = array_namespace(z, u_hat, w, b)
+    xp = _check_step("planar_logdet_forward", z, u_hat, w, b)
     y = xp.tanh(xp.sum(w * z, axis=1) + b)                           # (N,)
     s = xp.sum(w * u_hat, axis=1)                                    # (N,)  w^T u_hat
     d = 1.0 + (1.0 - y * y) * s                                      # (N,)  det df/dz

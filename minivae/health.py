@@ -5,6 +5,7 @@ or inf. Nothing is saved after a failed check: the last checkpoint is left as it
 Tests: tests/test_faults.py.
 """
 import math
+import os
 
 import numpy as np
 
@@ -47,6 +48,13 @@ def check_health(params, epoch, step_stats, totals, batch_of, steps_per_epoch, c
                                       ckpt_path))
 
 
+def kept(ckpt_path):
+    """What a stopped run leaves: the last checkpoint as it was, or, before the first save, nothing."""
+    if ckpt_path is not None and os.path.exists(ckpt_path):
+        return f"{ckpt_path} is left as it was"
+    return "nothing was saved"
+
+
 def fault_message(epoch, step_stats, batch_of, bad_params, steps_per_epoch, ckpt_path):
     """The one-line report of a failed epoch ``epoch`` (1-based): a non-finite loss, parameters holding NaN or
     inf, or a diverged KL. ``step_stats``: the host (steps, 2) array of each step's loss and summed KL (0 for
@@ -56,7 +64,7 @@ def fault_message(epoch, step_stats, batch_of, bad_params, steps_per_epoch, ckpt
 
     def at(s):
         return f"step {s + 1}/{steps_per_epoch} (global step {(epoch - 1) * steps_per_epoch + s + 1})"
-    tail = f"; stopping; {ckpt_path} is left as it was"
+    tail = "; stopping; " + kept(ckpt_path)
     bad_steps = np.flatnonzero(~np.isfinite(losses))
     if bad_steps.size:
         s = int(bad_steps[0])

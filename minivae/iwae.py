@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from .backend import array_namespace
+from .checks import check_arrays, check_shape
 
 
 def iw_bound_forward(log_w):
@@ -22,7 +22,8 @@ def iw_bound_forward(log_w):
     in [1, K]: L = m + log s - log K. cache = w~ = e / s (K, N), the normalised weights, a softmax over i whose
     columns sum to 1 to rounding.  derivations/objectives.md#importance-weighted-forward
     """
-    xp = array_namespace(log_w)
+    xp = check_arrays("iw_bound_forward", log_w=log_w)
+    check_shape("iw_bound_forward", "log_w", log_w, (None, None))
     m = xp.max(log_w, axis=0)                                        # (N,)
     m = xp.where(xp.isfinite(m), m, 0.0)                             # a column of -inf: shift by 0 (gives -inf)
     e = xp.exp(log_w - m[None, :])                                   # (K, N)  every exponent <= 0
@@ -34,4 +35,6 @@ def iw_bound_forward(log_w):
 def iw_bound_backward(dL, cache):
     """dlog_w_in = dL_n w~_in.   dL: (N,) -> dlog_w: (K, N).   derivations/objectives.md#importance-weighted-backward"""
     w_tilde = cache
+    check_arrays("iw_bound_backward", dL=dL, w_tilde=w_tilde)
+    check_shape("iw_bound_backward", "dL", dL, (w_tilde.shape[1],), "one per example")
     return dL[None, :] * w_tilde

@@ -8,6 +8,12 @@ or kernel launches (CuPy) the same arithmetic takes.
 
     adam_update    the Adam update of one parameter, in place (plain: minivae.optim.adam_update)
                    NumPy: ufuncs with ``out=``, no temporary arrays; CuPy: one fused ElementwiseKernel
+    bernoulli_nll  the Bernoulli NLL's forward and backward as a pair (plain: minivae.likelihoods'
+                   bernoulli_nll_forward / _backward): NumPy: the forward keeps sigmoid(a) so the backward takes
+                   two passes instead of nine, every pass into preallocated arrays, the rows split over the cores
+
+``THREADS`` (the environment variable ``MINIVAE_THREADS``; default: the cores the process may use, at most 4)
+is how many row blocks the NumPy kernels split large arrays into, run at once on a small thread pool.
 
 ``ENABLED = False`` (or the environment variable ``MINIVAE_KERNELS=0``) turns every kernel off, so that the
 plain path runs everywhere: the benchmark uses it to measure what the kernels gain.
@@ -25,6 +31,7 @@ import sys
 import numpy as np
 
 from .backend import array_namespace
+from .checks import check_arrays, check_shape
 
 ENABLED = os.environ.get("MINIVAE_KERNELS", "1") != "0"
 
@@ -42,9 +49,19 @@ def lookup(name, *arrays):
 
 def _adam_update_numpy(p, g, m, v, b1, b2, step_size, sqrt_bc2, eps, scratch):
     """minivae.optim.adam_update with NumPy's ``out=``: the same update, written into ``scratch`` (an array like
-    ``p``) instead of fresh temporaries: eleven passes over memory and no allocation. The two bias corrections
-    are folded into host scalars, step_size m / (sqrt(v) / c + eps) = (step_size c) m / (sqrt(v) + eps c) with
-    c = sqrt_bc2, which saves a pass.   derivations/adam.md#update"""
+    ``p``) instead of fresh temporaries: eleven passes over memory and no allocation, a large parameter split over
+    the cores (``_on_row_blocks`` on its flattened elements). The two bias corrections are folded into host
+    scalars, step_size m / (sqrt(v) / c + eps) = (step_size c) m / (sqrt(v) + eps c) with c = sqrt_bc2, which
+    saves a pass.   derivations/adam.md#update"""
+    if p.ndim == 0 or not all(a.flags.c_contiguous for a in (p, g, m, v, scratch)):
+        _adam_block(p, g, m, v, scratch, b1, b2, step_size, sqrt_bc2, eps)
+        return
+    flat = [a.reshape(-1) for a in (p, g, m, v, scratch)]              # views: the updates land in p, m, v
+    _on_row_blocks(lambda i, j: _adam_block(*(a[i:j] for a in flat), b1, b2, step_size, sqrt_bc2, eps),
+                   p.size, p.size)
+
+
+def _adam_block(p, g, m, v, scratch, b1, b2, step_size, sqrt_bc2, eps):
     np.multiply(g, 1.0 - b1, out=scratch)
     m *= b1
     m += scratch                                         # m = beta1 m + (1 - beta1) g
@@ -81,9 +98,93 @@ def _adam_update_cupy(p, g, m, v, b1, b2, step_size, sqrt_bc2, eps, scratch):
     _CUPY_ADAM(g, t(b1), t(b2), t(step_size), t(sqrt_bc2), t(eps), p, m, v)
 
 
+# ---- the Bernoulli NLL: forward and backward in fewer passes, the rows on every core ------------------------
+
+def _threads():
+    """MINIVAE_THREADS if set, else the cores this process may run on (at most 4)."""
+    if os.environ.get("MINIVAE_THREADS"):
+        return max(1, int(os.environ["MINIVAE_THREADS"]))
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
+THREADS = _threads()
+PARALLEL_MIN = 1 << 16       # elements below which the rows stay on one thread (a hand-off costs ~20-50 us)
+_POOL = None
+
+
+def _on_row_blocks(fn, n_rows, n_elements):
+    """Call ``fn(start, stop)`` on row blocks of ``range(n_rows)``: one block per thread of ``THREADS`` when the
+    work is large enough, else one. NumPy releases the GIL inside its ufuncs, so the blocks run at once."""
+    global _POOL
+    blocks = THREADS if n_elements >= PARALLEL_MIN and n_rows >= THREADS else 1
+    bounds = [n_rows * i // blocks for i in range(blocks + 1)]
+    if blocks == 1:
+        fn(0, n_rows)
+        return
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+        _POOL = ThreadPoolExecutor(THREADS - 1, thread_name_prefix="minivae-rows")
+    futures = [_POOL.submit(fn, bounds[i], bounds[i + 1]) for i in range(1, blocks)]
+    fn(bounds[0], bounds[1])                             # the calling thread takes the first block
+    for f in futures:
+        f.result()
+
+
+def _bernoulli_nll_forward_numpy(x, logits):
+    """minivae.likelihoods.bernoulli_nll_forward, keeping sigmoid(a) for the backward (which then takes two
+    passes instead of nine), written into preallocated arrays, the rows split over the cores:
+
+        e = exp(-|a|),  s = exp(min(a, 0)) / (1 + e) = sigmoid(a),  nll = sum_d max(a, 0) - x a + log1p(e)
+
+    (max(a, 0) - x a is (1 - x) max(a, 0) + x max(-a, 0), exactly for binary x; no select, no branch).
+    cache = (x, s).  derivations/likelihoods.md#bernoulli-forward"""
+    check_arrays("bernoulli_nll_forward", x=x, logits=logits)
+    check_shape("bernoulli_nll_forward", "logits", logits, (None, None))
+    check_shape("bernoulli_nll_forward", "x", x, tuple(logits.shape), "logits' shape")
+    n = logits.shape[0]
+    nll = np.empty(n, dtype=logits.dtype)
+    s, e, t = np.empty_like(logits), np.empty_like(logits), np.empty_like(logits)
+
+    def rows(i, j):
+        a, xr, er, sr, tr = logits[i:j], x[i:j], e[i:j], s[i:j], t[i:j]
+        np.abs(a, out=er)
+        np.negative(er, out=er)
+        np.exp(er, out=er)                               # e = exp(-|a|) in (0, 1]
+        np.maximum(a, 0.0, out=tr)
+        np.multiply(xr, a, out=sr)
+        tr -= sr                                         # max(a, 0) - x a, before log1p(e) joins: nothing cancels
+        np.log1p(er, out=sr)
+        tr += sr                                         # softplus(a) - x a
+        np.sum(tr, axis=1, out=nll[i:j])
+        np.minimum(a, 0.0, out=tr)
+        np.exp(tr, out=tr)                               # exp(min(a, 0)): 1 for a >= 0, e for a < 0
+        er += 1.0
+        np.divide(tr, er, out=sr)                        # s = sigmoid(a)
+
+    _on_row_blocks(rows, n, logits.size)
+    return nll, (x, s)
+
+
+def _bernoulli_nll_backward_numpy(dnll, cache):
+    """minivae.likelihoods.bernoulli_nll_backward from the kept sigmoid: dlogits = dnll (s - x), two passes.
+    derivations/likelihoods.md#bernoulli-backward"""
+    x, s = cache
+    check_arrays("bernoulli_nll_backward", dnll=dnll, cache=s)
+    check_shape("bernoulli_nll_backward", "dnll", dnll, (s.shape[0],), "one per example")
+    out = np.empty_like(s)
+
+    def rows(i, j):
+        np.subtract(s[i:j], x[i:j], out=out[i:j])
+        out[i:j] *= dnll[i:j, None]
+
+    _on_row_blocks(rows, s.shape[0], s.size)
+    return out
+
+
 _KERNELS = {
     ("numpy", "adam_update"): _adam_update_numpy,
     ("cupy", "adam_update"): _adam_update_cupy,
+    ("numpy", "bernoulli_nll"): (_bernoulli_nll_forward_numpy, _bernoulli_nll_backward_numpy),
 }
 
 

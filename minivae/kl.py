@@ -7,7 +7,7 @@ The formula is the textbook one: the encoder's log-variance reaches it already c
 """
 import math
 
-from .backend import array_namespace
+from .checks import check_arrays, check_shape
 from .reparam import LOGVAR_MAX
 
 # The KL of one coordinate at the clamp (mu = 0, logvar = LOGVAR_MAX): 1.2e17 nats. A KL this large (summed
@@ -22,7 +22,9 @@ def kl_std_normal_forward(mu, logvar):
 
     cache = (mu, var) with var = sigma^2.  derivations/kl.md#forward
     """
-    xp = array_namespace(mu, logvar)
+    xp = check_arrays("kl_std_normal_forward", mu=mu, logvar=logvar)
+    check_shape("kl_std_normal_forward", "mu", mu, (None, None))
+    check_shape("kl_std_normal_forward", "logvar", logvar, tuple(mu.shape), "mu's shape")
     var = xp.exp(logvar)                                             # (N, Z)
     kl = 0.5 * xp.sum(var + mu * mu - 1.0 - logvar, axis=1)          # (N,)
     return kl, (mu, var)
@@ -31,5 +33,7 @@ def kl_std_normal_forward(mu, logvar):
 def kl_std_normal_backward(dkl, cache):
     """dmu = dkl mu,  dlogvar = dkl (sigma^2 - 1) / 2.   dkl: (N,).   derivations/kl.md#backward"""
     mu, var = cache
+    check_arrays("kl_std_normal_backward", dkl=dkl, mu=mu)
+    check_shape("kl_std_normal_backward", "dkl", dkl, (mu.shape[0],), "one per example")
     dkl = dkl[:, None]                                               # (N, 1)
     return dkl * mu, 0.5 * dkl * (var - 1.0)                         # (N, Z) each

@@ -4,7 +4,8 @@
 inputs. Where the derivative is a function of the output (tanh, sigmoid, softplus, relu), the cache keeps the
 output. Derivations: derivations/linear.md, derivations/activations.md. Tests: tests/test_layers.py.
 """
-from .backend import array_namespace, astype
+from .backend import astype
+from .checks import check_arrays, check_shape
 
 
 def linear_forward(x, W, b):
@@ -12,6 +13,10 @@ def linear_forward(x, W, b):
 
     cache = (x, W).  derivations/linear.md#forward
     """
+    check_arrays("linear_forward", x=x, W=W, b=b)
+    check_shape("linear_forward", "x", x, (None, None))
+    check_shape("linear_forward", "W", W, (x.shape[1], None), "x's D_in first")
+    check_shape("linear_forward", "b", b, (W.shape[1],), "W's D_out")
     y = x @ W                                       # (N, D_out)
     y += b                                          # in place: one (N, D_out) array, not two
     return y, (x, W)
@@ -23,16 +28,24 @@ def linear_backward(dy, cache, need_dx=True):
     ``need_dx=False`` skips the product for dx (returned as None) where the input is data, not a layer's output.
     """
     x, W = cache
-    xp = array_namespace(dy)
+    xp = check_arrays("linear_backward", dy=dy, W=W)
+    check_shape("linear_backward", "dy", dy, (x.shape[0], W.shape[1]), "the forward's output")
     dx = dy @ W.T if need_dx else None              # (N, D_in)
     dW = x.T @ dy                                   # (D_in, D_out)
     db = xp.sum(dy, axis=0)                         # (D_out,)
     return dx, dW, db
 
 
+def _check_dy(where, dy, y):
+    """An activation's upstream gradient: an array of its output's shape and dtype (no broadcasting)."""
+    xp = check_arrays(where, dy=dy, y=y)
+    check_shape(where, "dy", dy, tuple(y.shape), "the forward's output")
+    return xp
+
+
 def tanh_forward(x):
     """y = tanh(x); cache = y.   derivations/activations.md#tanh"""
-    xp = array_namespace(x)
+    xp = check_arrays("tanh_forward", x=x)
     y = xp.tanh(x)
     return y, y
 
@@ -40,6 +53,7 @@ def tanh_forward(x):
 def tanh_backward(dy, cache):
     """dx = dy (1 - y^2).   derivations/activations.md#tanh"""
     y = cache
+    _check_dy("tanh_backward", dy, y)
     dx = 1.0 - y * y
     dx *= dy
     return dx
@@ -47,7 +61,7 @@ def tanh_backward(dy, cache):
 
 def relu_forward(x):
     """y = max(x, 0); cache = y.   derivations/activations.md#relu"""
-    xp = array_namespace(x)
+    xp = check_arrays("relu_forward", x=x)
     y = xp.maximum(x, 0.0)
     return y, y
 
@@ -55,6 +69,7 @@ def relu_forward(x):
 def relu_backward(dy, cache):
     """dx = dy [y > 0]: the derivative at exactly 0 is taken to be 0.   derivations/activations.md#relu"""
     y = cache
+    _check_dy("relu_backward", dy, y)
     return dy * astype(y > 0.0, dy.dtype)          # a product, not xp.where: no branch per element
 
 
@@ -63,7 +78,7 @@ def sigmoid_forward(x):
 
     derivations/activations.md#sigmoid
     """
-    xp = array_namespace(x)
+    xp = check_arrays("sigmoid_forward", x=x)
     d = xp.exp(-xp.abs(x))                          # exp(-|x|) in (0, 1]: never overflows
     d += 1.0                                        # 1 + exp(-|x|)
     y = xp.exp(xp.minimum(x, 0.0))                  # 1 for x >= 0, exp(x) for x < 0: the two branches, no select
@@ -74,12 +89,13 @@ def sigmoid_forward(x):
 def sigmoid_backward(dy, cache):
     """dx = dy y (1 - y).   derivations/activations.md#sigmoid"""
     y = cache
+    _check_dy("sigmoid_backward", dy, y)
     return dy * y * (1.0 - y)
 
 
 def softplus_forward(x):
     """y = log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)); cache = y.   derivations/activations.md#softplus"""
-    xp = array_namespace(x)
+    xp = check_arrays("softplus_forward", x=x)
     y = xp.log1p(xp.exp(-xp.abs(x)))
     y += xp.maximum(x, 0.0)
     return y, y
@@ -87,8 +103,8 @@ def softplus_forward(x):
 
 def softplus_backward(dy, cache):
     """dx = dy sigmoid(x) = dy (1 - exp(-y)) = -dy expm1(-y).   derivations/activations.md#softplus"""
-    xp = array_namespace(dy)
     y = cache
+    xp = _check_dy("softplus_backward", dy, y)
     dx = -xp.expm1(-y)                              # sigmoid(x) = 1 - exp(-y)
     dx *= dy
     return dx
@@ -96,11 +112,13 @@ def softplus_backward(dy, cache):
 
 def identity_forward(x):
     """y = x; cache = None.   derivations/activations.md#identity"""
+    check_arrays("identity_forward", x=x)
     return x, None
 
 
 def identity_backward(dy, cache):
     """dx = dy.   derivations/activations.md#identity"""
+    check_arrays("identity_backward", dy=dy)
     return dy
 
 

@@ -8,7 +8,8 @@ Derivation: derivations/likelihoods.md. Tests: tests/test_likelihoods.py.
 """
 import math
 
-from .backend import array_namespace, astype, sum_to_shape
+from .backend import sum_to_shape
+from .checks import check_arrays, check_number, check_shape
 from .layers import sigmoid_forward, softplus_backward, softplus_forward
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -23,7 +24,9 @@ def bernoulli_nll_forward(x, logits):
 
     x, logits: (N, D) -> nll: (N,). x in [0, 1].  cache = (x, logits).  derivations/likelihoods.md#bernoulli-forward
     """
-    xp = array_namespace(x, logits)
+    xp = check_arrays("bernoulli_nll_forward", x=x, logits=logits)
+    check_shape("bernoulli_nll_forward", "logits", logits, (None, None))
+    check_shape("bernoulli_nll_forward", "x", x, tuple(logits.shape), "logits' shape")
     nll = xp.log1p(xp.exp(-xp.abs(logits)))          # (N, D): log1p(exp(-|a|)), in (0, log 2]
     nll += (1.0 - x) * xp.maximum(logits, 0.0)       # softplus(a) - x a = (1-x) max(a,0) + x max(-a,0) + log1p(.)
     nll += x * xp.maximum(-logits, 0.0)
@@ -33,6 +36,7 @@ def bernoulli_nll_forward(x, logits):
 def bernoulli_nll_backward(dnll, cache):
     """dlogits = dnll (sigmoid(a) - x).   dnll: (N,) -> (N, D).   derivations/likelihoods.md#bernoulli-backward"""
     x, logits = cache
+    _check_dnll("bernoulli_nll_backward", dnll, logits)
     p, _ = sigmoid_forward(logits)                   # (N, D), a fresh array: finished in place
     p -= x
     p *= dnll[:, None]
@@ -46,7 +50,13 @@ def gaussian_nll_forward(x, mean, logvar):
     (N, D). -> nll: (N,).  cache = ((x - mean) exp(-logvar), squared standardised residual, logvar's shape).
     derivations/likelihoods.md#gaussian-forward
     """
-    xp = array_namespace(x, mean, logvar)
+    xp = check_arrays("gaussian_nll_forward", x=x, mean=mean, logvar=logvar)
+    check_shape("gaussian_nll_forward", "mean", mean, (None, None))
+    check_shape("gaussian_nll_forward", "x", x, tuple(mean.shape), "mean's shape")
+    lv = tuple(logvar.shape)
+    if len(lv) > 2 or any(n not in (1, m) for n, m in zip(lv[::-1], tuple(mean.shape)[::-1])):
+        raise ValueError(f"gaussian_nll_forward: logvar must broadcast to mean's shape {tuple(mean.shape)} "
+                         f"(e.g. (), ({mean.shape[1]},) or {tuple(mean.shape)}), got {lv}")
     inv_sigma = xp.exp(-0.5 * logvar)                # 1 / sigma: finite in float32 down to logvar = -177
     u = (x - mean) * inv_sigma                       # (N, D): (x - mean) / sigma, so 0 * exp(-logvar) is never formed
     r_ivar = u * inv_sigma                           # (N, D): (x - mean) / sigma^2
@@ -60,6 +70,7 @@ def gaussian_nll_backward(dnll, cache):
     shape.   dnll: (N,).   derivations/likelihoods.md#gaussian-backward
     """
     r_ivar, sq, logvar_shape = cache
+    _check_dnll("gaussian_nll_backward", dnll, r_ivar)
     dnll = dnll[:, None]                             # (N, 1)
     dmean = -dnll * r_ivar                           # (N, D)
     dlogvar = sum_to_shape(0.5 * dnll * (1.0 - sq), logvar_shape)
@@ -79,6 +90,8 @@ def variance_floor_forward(logvar, sigma_min):
     -> the floored log-variance, logvar's shape.  cache = softplus(logvar - c), the output minus c.
     derivations/likelihoods.md#variance-floor-forward
     """
+    check_arrays("variance_floor_forward", logvar=logvar)
+    sigma_min = check_number(sigma_min, "variance_floor_forward: sigma_min", 0.0, strict=True)
     c = 2.0 * math.log(sigma_min)                    # log sigma_min^2, a Python float: keeps logvar's dtype
     sp, _ = softplus_forward(logvar - c)             # softplus(u) = max(u,0) + log1p(exp(-|u|))
     return c + sp, sp
@@ -97,7 +110,7 @@ def log_softmax(a):
     """log softmax along the last axis, a_l - m - log sum_l' exp(a_l' - m) with m = max_l a_l (no overflow).
     derivations/likelihoods.md#categorical-forward
     """
-    xp = array_namespace(a)
+    xp = check_arrays("log_softmax", a=a)
     shifted = a - xp.max(a, axis=-1, keepdims=True)                          # every exponent <= 0
     return shifted - xp.log(xp.sum(xp.exp(shifted), axis=-1, keepdims=True))
 
@@ -106,13 +119,17 @@ def level_onehot(x, grid):
     """The one-hot target of the level k_nd = round(x_nd (L - 1)) of intensities x in [0, 1].
 
     x: (N, D); grid: (L,) the levels 0, 1, ..., L - 1 as floats, on x's device (the model builds it once).
-    -> (N, D, L) in x's dtype, exactly one 1 per (n, d). x outside [0, 1] is clipped to it first.
+    -> (N, D, L) in x's dtype, exactly one 1 per (n, d). x outside [0, 1] is clipped to it first; a NaN in x
+    gives a row of NaN (a comparison would give a row of zeros, and a finite loss).
     derivations/likelihoods.md#discretised-targets
     """
-    xp = array_namespace(x, grid)
+    xp = check_arrays("level_onehot", x=x, grid=grid)
+    check_shape("level_onehot", "x", x, (None, None))
+    check_shape("level_onehot", "grid", grid, (None,))
     n_levels = grid.shape[0]
     k = xp.round(xp.clip(x, 0.0, 1.0) * (n_levels - 1))                     # (N, D): the level, a whole number
-    return astype(k[..., None] == grid, x.dtype)                           # (N, D, L)
+    # 1 - min(|k - l|, 1): exactly 1 at l = k and 0 elsewhere (whole numbers), and NaN where k is NaN
+    return 1.0 - xp.minimum(xp.abs(k[..., None] - grid), 1.0)              # (N, D, L)
 
 
 def categorical_nll_forward(onehot, logits):
@@ -121,7 +138,9 @@ def categorical_nll_forward(onehot, logits):
     onehot: (N, D, L) (from ``level_onehot``); logits: (N, D, L) -> nll: (N,).  cache = (t, log softmax(a)).
     derivations/likelihoods.md#categorical-forward
     """
-    xp = array_namespace(onehot, logits)
+    xp = check_arrays("categorical_nll_forward", onehot=onehot, logits=logits)
+    check_shape("categorical_nll_forward", "logits", logits, (None, None, None))
+    check_shape("categorical_nll_forward", "onehot", onehot, tuple(logits.shape), "logits' shape")
     logp = log_softmax(logits)                                             # (N, D, L)
     nll = -xp.sum(onehot * logp, axis=(1, 2))                              # (N,)
     return nll, (onehot, logp)
@@ -132,5 +151,12 @@ def categorical_nll_backward(dnll, cache):
     derivations/likelihoods.md#categorical-backward
     """
     onehot, logp = cache
-    xp = array_namespace(onehot, logp)
+    xp = _check_dnll("categorical_nll_backward", dnll, logp)
     return dnll[:, None, None] * (xp.exp(logp) - onehot)
+
+
+def _check_dnll(where, dnll, per_element):
+    """A per-example loss's upstream gradient: an (N,) array of the forward's dtype (no broadcasting)."""
+    xp = check_arrays(where, dnll=dnll, cache=per_element)
+    check_shape(where, "dnll", dnll, (per_element.shape[0],), "one per example")
+    return xp

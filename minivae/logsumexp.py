@@ -7,12 +7,15 @@ Derivation: derivations/evaluation.md#log-sum-exp. Tests: tests/test_logsumexp.p
 """
 import numpy as np
 
-from .backend import array_namespace
+from .checks import check_arrays
 
 
 def logsumexp(a, axis):
     """log sum_i exp(a_i) along ``axis`` (the axis is removed).  derivations/evaluation.md#log-sum-exp"""
-    xp = array_namespace(a)
+    xp = check_arrays("logsumexp", a=a)
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -a.ndim <= axis < a.ndim:
+        raise ValueError(f"logsumexp: axis must be an integer in [{-a.ndim}, {a.ndim}) for an array of shape "
+                         f"{tuple(a.shape)}, got {axis!r}")
     m = xp.max(a, axis=axis, keepdims=True)
     m = xp.where(xp.isfinite(m), m, 0.0)             # an all -inf row or a +inf: shift by 0 instead
     s = xp.sum(xp.exp(a - m), axis=axis, keepdims=True)

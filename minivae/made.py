@@ -11,12 +11,18 @@ Derivation: derivations/made.md. Tests: tests/test_made.py.
 """
 import numpy as np
 
+from .checks import check_arrays, check_shape
+
 
 def masked_linear_forward(x, W, M):
     """y = x (W * M).   x: (N, A), W, M: (A, B) -> y: (N, B).  M is a constant (no gradient).
 
     cache = (x, W * M, M).  derivations/made.md#masked-linear
     """
+    check_arrays("masked_linear_forward", x=x, W=W, M=M)
+    check_shape("masked_linear_forward", "x", x, (None, None), "(N, A)")
+    check_shape("masked_linear_forward", "W", W, (x.shape[1], None), "x's A rows")
+    check_shape("masked_linear_forward", "M", M, tuple(W.shape), "W's shape")
     WM = W * M                                                       # (A, B)  masked weights
     return x @ WM, (x, WM, M)
 

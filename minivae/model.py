@@ -34,7 +34,7 @@ import math
 import numpy as np
 
 from .backend import array_namespace, dtype_name, get_device
-from .checks import check_batch, check_positive_int
+from .checks import check_batch, check_finite, check_positive_int, check_unit_interval, is_host
 from .likelihoods import SIGMA_MIN
 from .mlp import MLP
 from .objectives import ELBO
@@ -56,6 +56,12 @@ def _sum_rows(a, k):
     if k == 1:
         return a
     return xp.sum(xp.reshape(a, (k, a.shape[0] // k, a.shape[1])), axis=0)
+
+
+def _check_rng(rng):
+    if not isinstance(rng, RNG):
+        raise TypeError(f"rng must be a minivae RNG (minivae.rng.RNG), got {type(rng).__name__}")
+    return rng
 
 
 class VAE:
@@ -120,7 +126,7 @@ class VAE:
         caches = (enc_cache, q_cache, rep_cache, kl_term, kl_cache, dec_cache, nll_cache)
         return xp.reshape(nll, (k, n)), xp.reshape(kl, (k, n)), caches
 
-    def loss_and_grads(self, x, eps, objective=None):
+    def loss_and_grads(self, x, eps, objective=None, check_input=True):
         """The training loss for x: (N, D) and fixed noise eps, and its gradient by hand.
 
         eps: (N, Z), one sample per example, or (K, N, Z), K samples per example. ``objective``: an
@@ -129,12 +135,13 @@ class VAE:
 
         Returns (loss, grads, stats): loss a 0-d array, grads a dict with the keys and shapes of ``params``,
         stats = {"nll": mean reconstruction NLL, "kl": mean KL} (0-d arrays, over every example and sample;
-        nothing leaves the device).
+        nothing leaves the device). Types, shapes and dtypes are always checked; the values of host (NumPy) x
+        and eps too unless ``check_input=False`` (minivae/checks.py: the training loop checked its data once).
         """
         objective = ELBO() if objective is None else objective
         if not all(hasattr(objective, a) for a in ("forward", "backward", "closed_form_kl")):
             raise ValueError(f"objective must be an objectives.ELBO or objectives.IWBound, got {objective!r}")
-        eps = self._check_inputs(x, eps)                                            # (K, N, Z)
+        eps = self._check_inputs(x, eps, check_input)                               # (K, N, Z)
         xp, k = array_namespace(x), eps.shape[0]
         nll, kl, caches = self._forward(x, eps, objective.closed_form_kl)          # (K, N) each
         enc_cache, q_cache, rep_cache, kl_term, kl_cache, dec_cache, nll_cache = caches
@@ -158,27 +165,27 @@ class VAE:
 
     # ---- the model's terms, for evaluation and pictures ---------------------------------------------------
 
-    def elbo_terms(self, x, eps):
+    def elbo_terms(self, x, eps, check_input=True):
         """Per-example reconstruction NLL -log p(x|z) and KL(q(z|x) || p(z)), both (N,), for noise eps: (N, Z);
         the KL in closed form for the normal prior and the diagonal posterior, else at the sample
         (log q(z|x) - log p(z)). The ELBO of each example (single-sample estimate) is -(nll + kl).
         derivations/elbo.md#the-loss"""
-        eps = self._check_inputs(x, eps)
+        eps = self._check_inputs(x, eps, check_input)
         nll, kl, _ = self._forward(x, eps, closed_form_kl=True)
         return nll[0, ...], kl[0, ...]
 
-    def log_weights(self, x, eps):
+    def log_weights(self, x, eps, check_input=True):
         """log w_in = log p(x_n, z_in) - log q(z_in|x_n) = -(nll_in + log q(z_in|x_n) - log p(z_in)), (K, N), for
         x: (N, D) and eps: (K, N, Z): the terms of the importance-weighted bound, the same forward that training
         runs.  derivations/evaluation.md#importance-weighted-bound"""
-        eps = self._check_inputs(x, eps)
+        eps = self._check_inputs(x, eps, check_input)
         nll, kl, _ = self._forward(x, eps, closed_form_kl=False)
         return -(nll + kl)
 
     def encode(self, x):
         """q(z|x) = N(mu, diag exp(logvar)), logvar clamped as training reads it.  x: (N, D) -> mu, logvar (N, Z).
         With a flow posterior, the Gaussian q_0(z_0|x) the flow starts from."""
-        self._check_x(x)
+        self.check_x(x)
         h, _ = self.encoder.forward(self.params, x)
         q, _ = self.posterior.forward(self.params, h)
         return q[0], q[1]
@@ -195,22 +202,22 @@ class VAE:
 
     def sample_x(self, z, rng):
         """One draw x ~ p(x|z) per code, made on the host with ``rng`` (a minivae RNG): host (N, D) float64."""
-        return self.likelihood.sample(self.params, self._features(z), rng)
+        return self.likelihood.sample(self.params, self._features(z), _check_rng(rng))
 
     def reconstruction_nll(self, x, z):
         """-log p(x|z) per example, (N,), for x: (N, D) and codes z: (N, Z)."""
-        self._check_x(x)
+        self.check_x(x)
         h = self._features(z)
         if z.shape[0] != x.shape[0]:
             raise ValueError(f"z must have one row per example of x: {z.shape[0]} rows for {x.shape[0]}")
         nll, _ = self.likelihood.forward(self.params, h, x)
         return nll
 
-    def log_likelihood_grid(self, x, z):
+    def log_likelihood_grid(self, x, z, check_input=True):
         """log p(x_n | z_g) for every example of x: (N, D) and code of z: (G, Z), (N, G), each code decoded
         once.  derivations/evaluation.md#exact-log-likelihood"""
-        self._check_x(x)
-        return self.likelihood.log_prob_grid(self.params, x, self._features(z))
+        self.check_x(x, check_input)
+        return self.likelihood.log_prob_grid(self.params, x, self._features(z, check_input))
 
     def log_prior(self, z):
         """log p(z) per code, (N,), for z: (N, Z).  derivations/prior.md"""
@@ -221,25 +228,34 @@ class VAE:
     def sample_prior(self, n, rng):
         """n codes z ~ p(z), (n, Z) on the model's device, with the noise drawn from ``rng`` (a minivae RNG).
         derivations/prior.md#sampling-the-mixture"""
-        return self.prior.sample(self.params, check_positive_int(n, "n"), rng, self.device, self.dtype_name)
+        return self.prior.sample(self.params, check_positive_int(n, "n"), _check_rng(rng), self.device,
+                                 self.dtype_name)
 
-    def _features(self, z):
+    def _features(self, z, check_input=True):
         """The decoder's last hidden layer for codes z: (N, Z) -> (N, H)."""
-        self._check_z(z)
+        self._check_z(z, check_input)
         h, _ = self.decoder.forward(self.params, z)
         return h
 
-    # ---- input checks (shapes and dtypes only: no device-to-host transfer) ----------------------------------
+    # ---- input checks: types, shapes and dtypes always; the values of host arrays (minivae/checks.py) --------
 
-    def _check_x(self, x):
+    def check_x(self, x, values=True):
+        """x must be a non-empty (N, x_dim) array of the model's device and dtype; a host one also finite and
+        in the likelihood's support (``values``). A TypeError or ValueError naming x otherwise."""
         check_batch(x, "x", self.device, self.dtype_name, self.x_dim, "x_dim")
+        if values and is_host(x):
+            check_finite(x, "x")
+            if self.likelihood.unit_interval:
+                check_unit_interval(x, "x", f" for the {self._config['likelihood']} likelihood")
 
-    def _check_z(self, z):
+    def _check_z(self, z, values=True):
         check_batch(z, "z", self.device, self.dtype_name, self.z_dim, "z_dim")
+        if values and is_host(z):
+            check_finite(z, "z")
 
-    def _check_inputs(self, x, eps):
+    def _check_inputs(self, x, eps, values=True):
         """Checks x: (N, D) and eps: (N, Z) or (K, N, Z), K >= 1; returns eps as (K, N, Z)."""
-        self._check_x(x)
+        self.check_x(x, values)
         if getattr(eps, "ndim", None) == 3:
             if eps.shape[0] == 0:
                 raise ValueError("eps of shape (K, N, Z) needs K >= 1 samples, got K = 0")
@@ -249,4 +265,6 @@ class VAE:
             eps = eps[None, ...]
         if eps.shape[1] != x.shape[0]:
             raise ValueError(f"eps must have one row per example of x: {eps.shape[1]} rows for {x.shape[0]}")
+        if values and is_host(eps):
+            check_finite(eps, "eps")
         return eps

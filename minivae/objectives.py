@@ -14,16 +14,22 @@ every objective and hands each row its gradient from ``backward``. The weight be
 warm-up: ``schedule.kl_weight``), so an objective is a small value made per step.
 Derivation: derivations/elbo.md#the-loss, derivations/objectives.md. Tests: tests/test_model.py.
 """
-import math
 
 from .backend import array_namespace, astype
+from .checks import check_arrays, check_number, check_shape
 from .iwae import iw_bound_backward, iw_bound_forward
 
 
 def _check_beta(beta):
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not (0.0 <= beta < math.inf):
-        raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
-    return float(beta)
+    return check_number(beta, "beta", 0.0)
+
+
+def _check_terms(where, nll, kl):
+    """An objective's (K, N) terms: two arrays of one shape and dtype."""
+    xp = check_arrays(where, nll=nll, kl=kl)
+    check_shape(where, "nll", nll, (None, None), "(K, N)")
+    check_shape(where, "kl", kl, tuple(nll.shape), "nll's shape")
+    return xp
 
 
 class ELBO:
@@ -34,16 +40,14 @@ class ELBO:
 
     def __init__(self, beta=1.0, free_bits=0.0):
         self.beta = _check_beta(beta)
-        if isinstance(free_bits, bool) or not isinstance(free_bits, (int, float)) or not 0.0 <= free_bits < math.inf:
-            raise ValueError(f"free_bits must be a finite number >= 0, got {free_bits!r}")
-        self.free_bits = float(free_bits)
+        self.free_bits = check_number(free_bits, "free_bits", 0.0)
 
     def __repr__(self):
         return f"ELBO(beta={self.beta:g}" + (f", free_bits={self.free_bits:g})" if self.free_bits else ")")
 
     def forward(self, nll, kl):
         """nll, kl: (K, N) -> loss (); cache = (nll for its shape, the free-bits gate [mean kl > lambda] or None)."""
-        xp = array_namespace(nll, kl)
+        xp = _check_terms("ELBO.forward", nll, kl)
         if not self.free_bits:
             return xp.mean(nll + self.beta * kl), (nll, None)
         mean_kl = xp.mean(kl)
@@ -73,7 +77,7 @@ class IWBound:
 
     def forward(self, nll, kl):
         """nll, kl: (K, N) -> loss = -mean_n L_n (); cache = the normalised weights (K, N)."""
-        xp = array_namespace(nll, kl)
+        xp = _check_terms("IWBound.forward", nll, kl)
         log_w = -(nll + self.beta * kl)                              # (K, N)
         bound, iw_cache = iw_bound_forward(log_w)                    # (N,)  L_K per example
         return -xp.mean(bound), iw_cache

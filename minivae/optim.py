@@ -6,26 +6,55 @@ import math
 
 from . import kernels
 from .backend import array_namespace
+from .checks import check_arrays, check_int, check_number
 
 
-def _check_lr(lr):
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (0.0 < lr < math.inf):
-        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
-    return float(lr)
+def _check_params(params, where):
+    """``params`` must be a non-empty dict of name -> float array, one array module for all."""
+    if not isinstance(params, dict) or not params:
+        raise TypeError(f"{where}: params must be a non-empty dict of name -> array, got {type(params).__name__}")
+    first = None
+    for k, p in params.items():
+        xp = check_arrays(where, **{f"params[{k!r}]": p})
+        if first is not None and xp is not first:
+            raise TypeError(f"{where}: params[{k!r}] is a {xp.__name__} array, the others {first.__name__} arrays")
+        first = xp
+    return params
+
+
+def check_grads(grads, params, where):
+    """Every gradient, before any parameter moves: ``grads`` must have exactly the keys of ``params``, each an
+    array of its parameter's array module, shape and dtype (a scalar or a shape that would broadcast is refused).
+    Reads no values: no device-to-host transfer."""
+    if not isinstance(grads, dict):
+        raise TypeError(f"{where}: grads must be a dict of name -> array, got {type(grads).__name__}")
+    missing, extra = sorted(set(params) - set(grads)), sorted(set(grads) - set(params))
+    if missing or extra:
+        raise ValueError(f"{where}: grads must have the keys of params; missing {missing}, unexpected {extra}")
+    for k, p in params.items():
+        g = grads[k]
+        xp = check_arrays(where, **{f"grads[{k!r}]": g})
+        if xp is not array_namespace(p):
+            raise TypeError(f"{where}: grads[{k!r}] is a {xp.__name__} array, its parameter a "
+                            f"{array_namespace(p).__name__} array")
+        if tuple(g.shape) != tuple(p.shape) or g.dtype != p.dtype:
+            raise ValueError(f"{where}: grads[{k!r}] must have its parameter's shape {tuple(p.shape)} and dtype "
+                             f"{p.dtype}, got {tuple(g.shape)} {g.dtype}")
 
 
 class SGD:
     """v <- momentum v + g;  theta <- theta - lr v   (plain SGD when momentum = 0)."""
 
     def __init__(self, params, lr=1e-2, momentum=0.0):
-        self.params, self.lr = params, _check_lr(lr)
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-        self.momentum = float(momentum)
+        self.params = _check_params(params, "SGD")
+        self.lr = check_number(lr, "lr", 0.0, strict=True)
+        self.momentum = check_number(momentum, "momentum", 0.0, maximum=1.0)
         self.t = 0
         self.v = {k: array_namespace(p).zeros_like(p) for k, p in params.items()}
 
     def step(self, grads):
+        """One update with ``grads`` (name -> array like its parameter), all checked before any change."""
+        check_grads(grads, self.params, "SGD.step")
         self.t += 1
         for k, p in self.params.items():
             v = self.v[k]
@@ -51,19 +80,21 @@ class Adam:
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
-        self.params, self.lr = params, _check_lr(lr)
-        self.beta1, self.beta2 = (float(b) for b in betas)
-        if not (0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0):
-            raise ValueError(f"betas must be in [0, 1), got {betas!r}")
-        if not eps > 0.0:
-            raise ValueError(f"eps must be > 0, got {eps!r}")
-        self.eps = float(eps)
+        self.params = _check_params(params, "Adam")
+        self.lr = check_number(lr, "lr", 0.0, strict=True)
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        self.beta1 = check_number(betas[0], "betas[0]", 0.0, maximum=1.0)
+        self.beta2 = check_number(betas[1], "betas[1]", 0.0, maximum=1.0)
+        self.eps = check_number(eps, "eps", 0.0, strict=True)
         self.t = 0
         self.m = {k: array_namespace(p).zeros_like(p) for k, p in params.items()}
         self.v = {k: array_namespace(p).zeros_like(p) for k, p in params.items()}
         self._work = {}                                        # scratch arrays of the fast kernels (not state)
 
     def step(self, grads):
+        """One update with ``grads`` (name -> array like its parameter), all checked before any change."""
+        check_grads(grads, self.params, "Adam.step")
         self.t += 1
         b1, b2 = self.beta1, self.beta2
         step_size = self.lr / (1.0 - b1 ** self.t)            # lr / (1 - beta1^t): host floats, no transfer
@@ -108,20 +139,24 @@ def adam_update(p, g, m, v, b1, b2, step_size, sqrt_bc2, eps, scratch=None):
 
 
 def _load_slots(opt, state, name, slots):
-    """Restore an optimizer's step count and per-parameter slots (arrays already on the right device)."""
-    if state.get("name") != name:
-        raise ValueError(f"optimizer state is for {state.get('name')!r}, not {name!r}")
+    """Restore an optimizer's step count and per-parameter slots (arrays already on the right device), after
+    checking all of them: a refused state changes nothing."""
+    if not isinstance(state, dict) or state.get("name") != name:
+        got = state.get("name") if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"optimizer state is for {got!r}, not {name!r}")
+    t = check_int(state.get("t"), "optimizer state t", 0)
     for slot in slots:
-        saved = state[slot]
-        if set(saved) != set(opt.params):
-            raise ValueError(f"optimizer state {slot!r} has parameters {sorted(saved)}, "
+        saved = state.get(slot)
+        if not isinstance(saved, dict) or set(saved) != set(opt.params):
+            raise ValueError(f"optimizer state {slot!r} has parameters {sorted(saved or ())}, "
                              f"expected {sorted(opt.params)}")
         for k, a in saved.items():
             if tuple(a.shape) != tuple(opt.params[k].shape):
                 raise ValueError(f"optimizer state {slot}[{k!r}] has shape {tuple(a.shape)}, "
                                  f"expected {tuple(opt.params[k].shape)}")
-        setattr(opt, slot, dict(saved))
-    opt.t = int(state["t"])
+    for slot in slots:
+        setattr(opt, slot, dict(state[slot]))
+    opt.t = t
 
 
 OPTIMIZERS = {"adam": Adam, "sgd": SGD}

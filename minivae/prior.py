@@ -15,7 +15,7 @@ Derivation: derivations/prior.md. Tests: tests/test_prior.py.
 
 import numpy as np
 
-from .backend import array_namespace
+from .checks import check_arrays, check_shape
 from .likelihoods import LOG_2PI
 from .logsumexp import logsumexp
 
@@ -25,7 +25,8 @@ def std_normal_log_prob_forward(z):
 
     cache = z.  derivations/prior.md#standard-normal
     """
-    xp = array_namespace(z)
+    xp = check_arrays("std_normal_log_prob_forward", z=z)
+    check_shape("std_normal_log_prob_forward", "z", z, (None, None))
     log_p = -0.5 * xp.sum(z * z + LOG_2PI, axis=1)                   # (N,)
     return log_p, z
 
@@ -33,6 +34,7 @@ def std_normal_log_prob_forward(z):
 def std_normal_log_prob_backward(dlogp, cache):
     """dz = -dlogp z.   dlogp: (N,) -> dz: (N, Z).   derivations/prior.md#standard-normal"""
     z = cache
+    _check_dlogp("std_normal_log_prob_backward", dlogp, z)
     return -dlogp[:, None] * z
 
 
@@ -43,7 +45,9 @@ def reparam_log_q_forward(eps, logvar):
     Written in eps, the density no longer depends on mu, and its total derivative in logvar (directly and through
     z) is -1/2. cache = logvar (for its shape).  derivations/prior.md#log-q-at-a-sample
     """
-    xp = array_namespace(eps, logvar)
+    xp = check_arrays("reparam_log_q_forward", eps=eps, logvar=logvar)
+    check_shape("reparam_log_q_forward", "logvar", logvar, (None, None))
+    check_shape("reparam_log_q_forward", "eps", eps, tuple(logvar.shape), "logvar's shape")
     log_q = -0.5 * xp.sum(eps * eps + logvar + LOG_2PI, axis=1)      # (N,)
     return log_q, logvar
 
@@ -52,7 +56,7 @@ def reparam_log_q_backward(dlogq, cache):
     """dlogvar = -dlogq / 2 (the total derivative; dmu = 0).   dlogq: (N,) -> dlogvar: (N, Z).
     derivations/prior.md#log-q-at-a-sample"""
     logvar = cache
-    xp = array_namespace(dlogq, logvar)
+    xp = _check_dlogp("reparam_log_q_backward", dlogq, logvar, "dlogq")
     return -0.5 * dlogq[:, None] * xp.ones_like(logvar)              # (N, Z): the same for every j
 
 
@@ -62,7 +66,11 @@ def diag_normal_log_prob(z, mu, logvar):
     mu, logvar: (1, M, Z) gives (B, M)). Forward only: evaluation's log-density of q and of the mixture's
     components.  derivations/evaluation.md#elbo-surgery
     """
-    xp = array_namespace(z, mu, logvar)
+    xp = check_arrays("diag_normal_log_prob", z=z, mu=mu, logvar=logvar)
+    check_shape("diag_normal_log_prob", "logvar", logvar, tuple(mu.shape), "mu's shape")
+    if z.ndim < 1 or mu.ndim < 1 or z.shape[-1] != mu.shape[-1]:
+        raise ValueError(f"diag_normal_log_prob: z must have mu's last dimension {tuple(mu.shape)[-1:]}, "
+                         f"got shape {tuple(z.shape)}")
     diff = z - mu
     return -0.5 * xp.sum(diff * diff * xp.exp(-logvar) + logvar + LOG_2PI, axis=-1)
 
@@ -77,7 +85,11 @@ def mog_log_prob_forward(z, logits, mu, logvar):
     cache = (diff, g, r, pi): diff = z - mu_c (N, C, Z), g = diff / sigma_c^2 (N, C, Z), the responsibilities
     r_nc = exp(a_nc - log_p_n) (N, C) and pi (C,).  derivations/prior.md#mixture-forward
     """
-    xp = array_namespace(z, logits, mu, logvar)
+    xp = check_arrays("mog_log_prob_forward", z=z, logits=logits, mu=mu, logvar=logvar)
+    check_shape("mog_log_prob_forward", "mu", mu, (None, None))
+    check_shape("mog_log_prob_forward", "logvar", logvar, tuple(mu.shape), "mu's shape (C, Z)")
+    check_shape("mog_log_prob_forward", "logits", logits, (mu.shape[0],), "one per component of mu")
+    check_shape("mog_log_prob_forward", "z", z, (None, mu.shape[1]), "mu's Z")
     log_pi = logits - logsumexp(logits, axis=0)                      # (C,)  log softmax
     ivar = xp.exp(-logvar)                                           # (C, Z)  1 / sigma_c^2
     diff = z[:, None, :] - mu[None, :, :]                            # (N, C, Z)
@@ -96,7 +108,7 @@ def mog_log_prob_backward(dlogp, cache):
     dlogp: (N,) -> (dz (N, Z), dlogits (C,), dmu (C, Z), dlogvar (C, Z)).  derivations/prior.md#mixture-backward
     """
     diff, g, r, pi = cache
-    xp = array_namespace(dlogp)
+    xp = _check_dlogp("mog_log_prob_backward", dlogp, r)
     da = dlogp[:, None] * r                                          # (N, C)
     dag = da[:, :, None] * g                                         # (N, C, Z)
     dz = -xp.sum(dag, axis=1)                                        # (N, Z)
@@ -114,11 +126,23 @@ def mog_sample(logits, mu, logvar, u, eps):
     with probability pi_c = softmax(logits)_c; then z_n = mu_c + exp(logvar_c / 2) eps_n.
     derivations/prior.md#sampling-the-mixture
     """
-    xp = array_namespace(logits, mu, logvar, u, eps)
+    xp = check_arrays("mog_sample", logits=logits, mu=mu, logvar=logvar, u=u, eps=eps)
+    check_shape("mog_sample", "mu", mu, (None, None))
+    check_shape("mog_sample", "logvar", logvar, tuple(mu.shape), "mu's shape (C, Z)")
+    check_shape("mog_sample", "logits", logits, (mu.shape[0],), "one per component of mu")
+    check_shape("mog_sample", "eps", eps, (None, mu.shape[1]), "mu's Z")
+    check_shape("mog_sample", "u", u, (eps.shape[0], mu.shape[0]), "(N, C)")
     with np.errstate(divide="ignore"):                               # u = 0: a Gumbel of -inf, never picked
         gumbel = -xp.log(-xp.log(u))                                 # (N, C)
     c = xp.argmax(logits[None, :] + gumbel, axis=1)                  # (N,)
     return xp.take(mu, c, axis=0) + xp.take(xp.exp(0.5 * logvar), c, axis=0) * eps   # (N, Z)
+
+
+def _check_dlogp(where, dlogp, per_row, name="dlogp"):
+    """A per-code upstream gradient: an (N,) array of the forward's dtype (no broadcasting)."""
+    xp = check_arrays(where, **{name: dlogp}, cache=per_row)
+    check_shape(where, name, dlogp, (per_row.shape[0],), "one per code")
+    return xp
 
 
 def init_mog_params(rng, components, z_dim):

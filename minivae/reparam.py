@@ -12,7 +12,7 @@ exp(logvar) overflows float32 at logvar ~ 88.7, and no useful posterior comes ne
 is flat, so its gradient is 0. No lower clamp is needed: as logvar -> -inf, sigma underflows to 0 and nothing
 overflows. derivations/reparameterization.md#the-clamp
 """
-from .backend import array_namespace
+from .checks import check_arrays, check_shape
 
 LOGVAR_MAX = 40.0   # sigma^2 <= e^40 ~ 2.4e17: finite in float32, even squared (reparameterization.md#the-clamp)
 
@@ -23,7 +23,7 @@ def logvar_clamp_forward(logvar):
     cache = clamped = logvar > LOGVAR_MAX (bool; NaN compares False, so NaN propagates).
     derivations/reparameterization.md#the-clamp
     """
-    xp = array_namespace(logvar)
+    xp = check_arrays("logvar_clamp_forward", logvar=logvar)
     return xp.minimum(logvar, LOGVAR_MAX), logvar > LOGVAR_MAX
 
 
@@ -31,7 +31,8 @@ def logvar_clamp_backward(dout, cache):
     """dlogvar = dout where logvar <= LOGVAR_MAX, 0 beyond (the clamp is flat there).
     derivations/reparameterization.md#the-clamp"""
     clamped = cache
-    xp = array_namespace(dout, clamped)
+    xp = check_arrays("logvar_clamp_backward", dout=dout)
+    check_shape("logvar_clamp_backward", "dout", dout, tuple(clamped.shape), "the forward's output")
     return xp.where(clamped, 0.0, dout)
 
 
@@ -40,7 +41,10 @@ def reparameterize_forward(mu, logvar, eps):
 
     cache = (sigma, eps).  derivations/reparameterization.md#forward
     """
-    xp = array_namespace(mu, logvar, eps)
+    xp = check_arrays("reparameterize_forward", mu=mu, logvar=logvar, eps=eps)
+    check_shape("reparameterize_forward", "mu", mu, (None, None))
+    check_shape("reparameterize_forward", "logvar", logvar, tuple(mu.shape), "mu's shape")
+    check_shape("reparameterize_forward", "eps", eps, tuple(mu.shape), "mu's shape")
     sigma = xp.exp(0.5 * logvar)                     # (N, Z)
     z = mu + sigma * eps                             # (N, Z)
     return z, (sigma, eps)
@@ -49,6 +53,8 @@ def reparameterize_forward(mu, logvar, eps):
 def reparameterize_backward(dz, cache):
     """dmu = dz,  dlogvar = dz * eps * sigma / 2.   derivations/reparameterization.md#backward"""
     sigma, eps = cache
+    check_arrays("reparameterize_backward", dz=dz, sigma=sigma)
+    check_shape("reparameterize_backward", "dz", dz, tuple(sigma.shape), "z's shape")
     dmu = dz
     dlogvar = 0.5 * dz * eps * sigma                 # dz/dlogvar = eps * sigma / 2
     return dmu, dlogvar

@@ -17,9 +17,19 @@ import json
 import numpy as np
 
 from .backend import dtype_name
+from .checks import check_int
 
 
 STREAMS = ("init", "train")     # the independent streams of one seed, in spawn order: never reorder
+
+
+def _check_shape(shape):
+    """``shape`` as a tuple of non-negative ints (a ValueError naming it otherwise)."""
+    dims = (shape,) if isinstance(shape, (int, np.integer)) else shape
+    if not isinstance(dims, (tuple, list)) or any(isinstance(n, bool) or not isinstance(n, (int, np.integer))
+                                                  or n < 0 for n in dims):
+        raise ValueError(f"shape must be a tuple of non-negative integers, got {shape!r}")
+    return tuple(int(n) for n in dims)
 
 
 class RNG:
@@ -41,22 +51,22 @@ class RNG:
 
     def normal(self, shape, device, dtype):
         """eps ~ N(0, I) of ``shape``, as an array of ``device`` with ``dtype``."""
-        eps = self.generator.standard_normal(shape)        # float64 on the host
+        eps = self.generator.standard_normal(_check_shape(shape))        # float64 on the host
         return device.asarray(eps, dtype=dtype)
 
     def uniform(self, shape, device, dtype):
         """u ~ U[0, 1) of ``shape``, as an array of ``device`` with ``dtype``. Drawn in ``dtype`` itself, so
         u < 1 holds exactly (a float64 draw rounded to float32 could reach 1)."""
-        u = self.generator.random(shape, dtype=np.dtype(dtype_name(dtype)))    # on the host
+        u = self.generator.random(_check_shape(shape), dtype=np.dtype(dtype_name(dtype)))    # on the host
         return device.asarray(u, dtype=dtype)
 
     def permutation(self, n):
         """A random order of ``range(n)``, on the host (int64)."""
-        return self.generator.permutation(n)
+        return self.generator.permutation(check_int(n, "n", 1))
 
     def host_normal(self, shape, std=1.0):
         """Host float64 draws from N(0, std^2), used for weight initialisation."""
-        return std * self.generator.standard_normal(shape)
+        return std * self.generator.standard_normal(_check_shape(shape))
 
     @property
     def state(self):
@@ -64,4 +74,8 @@ class RNG:
         return json.dumps(self.generator.bit_generator.state)
 
     def set_state(self, state):
-        self.generator.bit_generator.state = json.loads(state)
+        """Restore a ``state`` string; a ValueError (and the stream unchanged) if it is not one."""
+        try:
+            self.generator.bit_generator.state = json.loads(state)
+        except (TypeError, ValueError, KeyError) as e:
+            raise ValueError(f"state must be an RNG state string (RNG.state), got an invalid one: {e}") from None

@@ -6,6 +6,7 @@ epoch and the step within it, so a run resumed from a checkpoint, even one saved
 weights of a run never interrupted. Derivation: derivations/objectives.md#kl-warm-up.
 Tests: tests/test_schedule.py, tests/test_train.py.
 """
+from .checks import check_int, check_number
 
 
 def kl_weight(epoch, step, steps_per_epoch, beta=1.0, warmup_epochs=0, warmup_start=0.0):
@@ -18,8 +19,14 @@ def kl_weight(epoch, step, steps_per_epoch, beta=1.0, warmup_epochs=0, warmup_st
     step of epoch ``warmup_epochs + 1`` (1-based) on it is ``beta``. ``warmup_epochs = 0``: always ``beta``.
     A Python float (host arithmetic only).  derivations/objectives.md#kl-warm-up
     """
-    if warmup_epochs <= 0:
-        return float(beta)
+    check_int(epoch, "epoch", 0)
+    steps_per_epoch = check_int(steps_per_epoch, "steps_per_epoch", 1)
+    if check_int(step, "step", 0) >= steps_per_epoch:
+        raise ValueError(f"step must be below steps_per_epoch = {steps_per_epoch}, got {step!r}")
+    beta = check_number(beta, "beta", 0.0)
+    warmup_start = check_number(warmup_start, "warmup_start", 0.0)
+    if check_int(warmup_epochs, "warmup_epochs", 0) == 0:
+        return beta
     t = (epoch * steps_per_epoch + step) / (warmup_epochs * steps_per_epoch)
     return float(warmup_start + (beta - warmup_start) * min(t, 1.0))
 

@@ -27,11 +27,12 @@ from typing import Optional
 import numpy as np
 
 from .backend import get_device, to_host
-from .checkpoint import atomic_write, load_checkpoint, restore_params, save_checkpoint
+from .checkpoint import CheckpointError, atomic_write, load_checkpoint, restore_params, save_checkpoint
+from .checks import check_int
 from .config import ARRAYS, TrainConfig, resumed_config
 from .data import check_data, dynamic_binarize, load_dataset
 from .evaluate import evaluate_elbo
-from .health import TrainingError, check_health
+from .health import TrainingError, check_health, kept
 from .model import VAE
 from .objectives import ELBO, IWBound
 from .optim import OPTIMIZERS
@@ -108,7 +109,7 @@ def train(config=None, log=print, resume=None, overwrite=False, **options):
     if resume is not None:
         ckpt = load_checkpoint(resume)
         typed = {"out": os.path.dirname(os.path.abspath(os.fspath(resume))), **options}
-        config, changes = resumed_config(ckpt["train"], typed, os.fspath(resume))
+        config, changes = resumed_config(ckpt["train"], typed, os.fspath(resume))     # names the file if corrupt
     else:
         config = dataclasses.replace(config or TrainConfig(), **options)
     config = config.validate()
@@ -210,7 +211,8 @@ def _loop(config, model, optimizer, rng, p, data, log, folder):
                 if config.binarize == "dynamic":                                 # a fresh Bernoulli(x) sample
                     xb = dynamic_binarize(xb, rng.uniform(tuple(xb.shape), device, config.dtype))
                 eps = rng.normal((config.iw_samples, xb.shape[0], config.z_dim), device, config.dtype)  # (K, B, Z)
-                loss, grads, stats = model.loss_and_grads(xb, eps, _objective(config, p.epoch, p.step, steps))
+                loss, grads, stats = model.loss_and_grads(xb, eps, _objective(config, p.epoch, p.step, steps),
+                                                         check_input=False)    # data checked once, at the start
                 optimizer.step(grads)
                 b = xb.shape[0]
                 batch_sums = (loss * b, stats["nll"] * b, stats["kl"] * b)
@@ -271,7 +273,7 @@ def _record(config, model, x_valid, epoch, steps, train_sums, t0, ckpt_path):
         held = evaluate_elbo(model, x_valid, seed=config.seed)
         if not math.isfinite(held["neg_elbo"]):
             raise TrainingError(f"epoch {epoch}: the held-out negative ELBO is {held['neg_elbo']}; stopping; "
-                                f"{ckpt_path} is left as it was")
+                                f"{kept(ckpt_path)}")
         record.update(heldout_neg_elbo=held["neg_elbo"], heldout_nll=held["nll"], heldout_kl=held["kl"])
     record["seconds"] = time.perf_counter() - t0
     return record
@@ -316,16 +318,22 @@ def _saver(config, model, optimizer, rng, p, data, folder):
 def _restore(ckpt, path, model, optimizer, rng, config):
     """Load a checkpoint's parameters, optimizer state (then the resumed run's lr) and RNG state; its Progress."""
     restore_params(model, ckpt["params"], path)
-    state = dict(ckpt["optim"])
-    for slot, values in state.items():
-        if isinstance(values, dict):
-            state[slot] = {k: model.device.asarray(a, dtype=config.dtype) for k, a in values.items()}
-    optimizer.load_state_dict(state)
+    try:
+        state = dict(ckpt["optim"])
+        for slot, values in state.items():
+            if isinstance(values, dict):
+                state[slot] = {k: model.device.asarray(a, dtype=config.dtype) for k, a in values.items()}
+        optimizer.load_state_dict(state)
+        rng.set_state(ckpt["rng"])
+        saved = ckpt["progress"]
+        sums = None if saved["sums"] is None else [model.device.asarray(v, dtype=config.dtype)
+                                                   for v in saved["sums"]]
+        progress = Progress(ckpt["epoch"], check_int(saved["step"], "step", 0), ckpt["order"], sums,
+                            list(saved["history"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path!r} is incomplete or corrupted: {e}") from None
     optimizer.lr = float(config.lr)                              # the saved lr, or the one typed on resume
-    rng.set_state(ckpt["rng"])
-    saved = ckpt["progress"]
-    sums = None if saved["sums"] is None else [model.device.asarray(v, dtype=config.dtype) for v in saved["sums"]]
-    return Progress(ckpt["epoch"], saved["step"], ckpt["order"], sums, saved["history"])
+    return progress
 
 
 def _header(config, model, data, p, resumed, changes):

@@ -149,5 +149,5 @@ def test_fit_trains_on_ones_own_arrays(tmp_path):
     assert ckpt["data"]["dataset"] == "arrays" and model.x_dim == 10
     with pytest.raises(ValueError, match="x_train must lie in \\[0, 1\\] for the bernoulli likelihood"):
         fit(x * 3.0, epochs=1, log=lambda s: None)
-    with pytest.raises(ValueError, match="x_train must be a NumPy array"):
+    with pytest.raises(TypeError, match="x_train must be a NumPy array"):
         fit([[0.5] * 10], epochs=1, log=lambda s: None)

@@ -130,12 +130,11 @@ def test_labels_outside_0_to_9_are_refused(tmp_path):
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(name="mnist", data_dir="no/such/folder"), "data_dir 'no/such/folder' is not a folder"),
-    (dict(name="mnist", data_dir=3), "data_dir must be a folder path"),
     (dict(name="digits", data_dir="."), "data_dir is read only by"),
     (dict(name="synthetic", data_dir="."), "data_dir is read only by"),
     (dict(name="imagenet"), "dataset must be one of digits, mnist, fashion-mnist, synthetic"),
     (dict(name="digits", binarize="otsu"), "binarize must be one of none, threshold, sample, dynamic"),
-    (dict(name="synthetic", binarize="threshold"), r"binarize 'threshold' .* needs values in \[0, 1\]"),
+    (dict(name="synthetic", binarize="threshold"), r"dataset 'synthetic''s training data must lie in \[0, 1\] to binarize it \('threshold'\)"),
 ])
 def test_load_dataset_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -217,8 +216,8 @@ def test_binarize_static_threshold_and_sample():
 @pytest.mark.parametrize("x, mode, message", [
     (np.zeros((2, 2)), "dynamic", "mode must be"),
     (np.zeros((2, 2)), "otsu", "mode must be"),
-    (np.full((2, 2), 1.5), "threshold", r"needs values in \[0, 1\]"),
-    (np.full((2, 2), -0.5), "sample", r"needs values in \[0, 1\]"),
+    (np.full((2, 2), 1.5), "threshold", r"binarize_static: x must lie in \[0, 1\] for mode 'threshold'"),
+    (np.full((2, 2), -0.5), "sample", r"binarize_static: x must lie in \[0, 1\] for mode 'sample'"),
 ])
 def test_binarize_static_bad_input(x, mode, message):
     with pytest.raises(ValueError, match=message):
@@ -241,7 +240,7 @@ def test_dynamic_binarize_is_u_less_than_x_on_every_device(device, dtype):
 
 def test_dynamic_binarize_shape_mismatch(device):
     x = device.asarray(np.zeros((2, 3)), dtype="float64")
-    with pytest.raises(ValueError, match="u must have x's shape"):
+    with pytest.raises(ValueError, match=r"dynamic_binarize: u must have shape .* \(x's shape\)"):
         dynamic_binarize(x, device.asarray(np.zeros((3, 2)), dtype="float64"))
 
 
@@ -290,7 +289,6 @@ def test_train_config_refuses_bad_data_options(field, value):
     (np.array([[-0.1, 0.5]]), r"in \[0, 1\]"),
     (np.zeros((0, 4)), "empty"),
     (np.zeros(4), "2-D"),
-    ([[0.0, 1.0]], "NumPy array"),
 ])
 def test_check_data_names_the_argument(x, message):
     with pytest.raises(ValueError, match=f"data.*{message}"):

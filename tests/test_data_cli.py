@@ -76,7 +76,7 @@ def test_train_synthetic_needs_the_gaussian_likelihood(tmp_path, capsys):
     (["--data-dir", "."], "data_dir is read only by the datasets mnist, fashion-mnist"),
     (["--dataset", "mnist", "--data-dir", "."], "could not download http://127.0.0.1:"),
     (["--dataset", "fashion-mnist"], "or pass --data-dir"),
-    (["--dataset", "synthetic", "--likelihood", "gaussian", "--binarize", "sample"], "binarize 'sample'"),
+    (["--dataset", "synthetic", "--likelihood", "gaussian", "--binarize", "sample"], "to binarize it ('sample')"),
 ])
 def test_bad_data_options_one_line(tmp_path, monkeypatch, capsys, argv, needle):
     monkeypatch.chdir(tmp_path)

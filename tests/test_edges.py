@@ -304,10 +304,11 @@ def test_nan_upstream_gradient_reaches_every_gradient(pair):
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
 @pytest.mark.parametrize("where", ["x NaN", "x +inf", "eps NaN", "eps -inf", "parameter NaN"])
 def test_non_finite_input_gives_a_non_finite_loss_or_gradient(likelihood, where):
-    """loss_and_grads checks shapes and dtypes but reads no values (that would be a device-to-host transfer each
-    step): a NaN or inf in the data, the noise or a weight comes out as a non-finite loss or gradient, which the
-    training loop reports (tests/test_faults.py); never as a finite loss with finite gradients. (An infinite eps
-    may leave the loss finite, z = -inf saturating tanh, but not its gradient: dlogvar = dz eps sigma / 2.)"""
+    """With the value checks off, as the training loop runs it (check_input=False: reading values on a device
+    would be a device-to-host transfer each step), a NaN or inf in the data, the noise or a weight comes out as
+    a non-finite loss or gradient, which the training loop reports (tests/test_faults.py); never as a finite
+    loss with finite gradients. (An infinite eps may leave the loss finite, z = -inf saturating tanh, but not
+    its gradient: dlogvar = dz eps sigma / 2.) With them on, host data is refused (tests/test_bad_input.py)."""
     model = VAE(5, 2, hidden=(4,), likelihood=likelihood, dtype="float64", seed=0)
     rng = np.random.default_rng(0)
     x, eps = rng.uniform(size=(3, 5)), rng.standard_normal((3, 2))
@@ -318,7 +319,7 @@ def test_non_finite_input_gives_a_non_finite_loss_or_gradient(likelihood, where)
     else:
         model.params["dec.0.W"][0, 0] = np.nan
     with np.errstate(all="ignore"):
-        loss, grads, _ = model.loss_and_grads(x, eps)
+        loss, grads, _ = model.loss_and_grads(x, eps, check_input=False)
     assert not (np.isfinite(loss) and all(np.all(np.isfinite(g)) for g in grads.values()))
     if where != "eps -inf":
         assert not np.isfinite(loss)

@@ -73,12 +73,22 @@ def test_a_batch_holding_nan_names_its_step(good_run, monkeypatch):
     assert_untouched(good_run)
 
 
+def test_a_failure_before_the_first_save_says_nothing_was_saved(tmp_path, monkeypatch):
+    """A run that fails in its first epoch, into a new folder, has no checkpoint to keep: the message says that
+    nothing was saved (not that a file that does not exist "is left as it was"), and the folder is gone."""
+    inject_inf_after_step(monkeypatch, 3, "dec.0.W")
+    with np.errstate(all="ignore"), pytest.raises(TrainingError) as e:
+        train(out=str(tmp_path / "new"), epochs=1, **QUICK)
+    assert str(e.value).endswith("; stopping; nothing was saved"), str(e.value)
+    assert not (tmp_path / "new").exists()
+
+
 def test_a_nan_loss_names_its_step(good_run, monkeypatch):
     """The loss alone made NaN at the 7th call (parameters untouched): the step and the cause."""
     real, calls = VAE.loss_and_grads, []
 
-    def nan_at_7(self, x, eps, objective=None):
-        loss, grads, stats = real(self, x, eps, objective)
+    def nan_at_7(self, x, eps, objective=None, check_input=True):
+        loss, grads, stats = real(self, x, eps, objective, check_input)
         calls.append(1)
         return (loss * np.nan if len(calls) == 7 else loss), grads, stats
 
@@ -329,6 +339,7 @@ def test_disk_full_during_training_is_one_line_and_keeps_the_checkpoint(good_run
                  "--out", str(good_run[0]), "--overwrite"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "No space left on device" in err[0], err
+    assert f"cannot write '{good_run[0]}/checkpoint.npz'" in err[0], err          # the file that could not be written
     assert_untouched(good_run)
 
 
@@ -389,3 +400,28 @@ def test_the_fault_report_runs_on_a_non_numpy_device(tmp_path, monkeypatch):
                                                   r"4/8 .*'dec\.out\.b' \(1 inf\)"):
         train(out=str(tmp_path / "run"), device="strict", epochs=1, hidden=(8,), z_dim=2, batch_size=200,
               log=lambda s: None)
+
+
+def test_concurrent_claims_of_one_folder_never_blame_its_writability(tmp_path):
+    """Two runs starting in one --out: the second is refused as "another minivae train is writing", never as
+    "not a writable folder" (the writability probe once had a fixed name that concurrent runs raced on)."""
+    import threading
+
+    from minivae.run_folder import RunFolder
+
+    out, errors = str(tmp_path / "run"), []
+
+    def claim(times):
+        for _ in range(times):
+            try:
+                with RunFolder(out, overwrite=True):
+                    pass
+            except ValueError as e:
+                errors.append(str(e))
+
+    threads = [threading.Thread(target=claim, args=(400,)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not [e for e in errors if "another minivae train is writing" not in e], errors[:3]

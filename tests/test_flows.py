@@ -180,3 +180,14 @@ def test_ops_keep_the_array_type(device, rng):
     assert type(z_new) is type(z) and type(logdet) is type(z) and tuple(logdet.shape) == (3,)
     ref, _ = planar_forward(to_host(z), to_host(u_hat), to_host(w), to_host(b))
     np.testing.assert_allclose(to_host(z_new), ref, rtol=1e-14)
+
+
+@pytest.mark.parametrize("call, needle", [
+    (lambda z: planar_u_forward(z, z[:, :1]), r"planar_u_forward: w must have shape \(3, 2\)"),
+    (lambda z: planar_forward(z, z, z, z[:, 0].astype(np.float32)), "planar_forward: b has dtype float32"),
+    (lambda z: planar_logdet_forward(z, z, z, z[:2, 0]), r"planar_logdet_forward: b must have shape \(3,\)"),
+    (lambda z: planar_forward(z, z, z[:2], z[:, 0]), r"planar_forward: w must have shape \(3, 2\)"),
+])
+def test_bad_shapes_and_dtypes_are_named(call, needle):
+    with pytest.raises(ValueError, match=needle):
+        call(np.zeros((3, 2)))

@@ -23,10 +23,15 @@ def _copy(device, a, dtype):
     return device.asarray(to_host(a), dtype=dtype)
 
 
+@pytest.mark.parametrize("blocks", [1, 3])
 @pytest.mark.parametrize("device_name", ["cpu", pytest.param("gpu", marks=pytest.mark.gpu)])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("shape", SHAPES)
-def test_adam_kernel_equals_plain_update(device_name, dtype, shape):
+def test_adam_kernel_equals_plain_update(monkeypatch, device_name, dtype, shape, blocks):
+    """On one thread and split over blocks of elements (NumPy: THREADS blocks once a parameter has PARALLEL_MIN
+    elements; here every size is split)."""
+    monkeypatch.setattr(kernels, "THREADS", blocks)
+    monkeypatch.setattr(kernels, "PARALLEL_MIN", 1)
     if device_name == "gpu":
         pytest.importorskip("cupy")
         try:
@@ -102,3 +107,77 @@ def test_retain_freed_memory_stops_page_faults_between_steps():
     if out[0] != "True":
         pytest.skip("mallopt is not available here (not glibc)")
     assert int(out[1]) < 100, out          # without it: about 6 x 1,500 faults per step
+
+
+# ---- the Bernoulli NLL pair -----------------------------------------------------------------------------------
+
+def _bernoulli_case(n, dtype, binary, seed=0):
+    r = np.random.default_rng(seed)
+    logits = (8.0 * r.standard_normal((n, 37))).astype(dtype)
+    logits[0, :6] = [0.0, 20.0, -20.0, 90.0, -90.0, 1e-8]                  # zero, saturated, tiny
+    x = (r.random((n, 37)) < 0.5) if binary else r.random((n, 37))
+    x = x.astype(dtype)
+    x[0, :6] = [1.0, 1.0, 0.0, 1.0, 0.0, 0.0]
+    return x, logits, r.standard_normal(n).astype(dtype)
+
+
+@pytest.mark.parametrize("blocks", [1, 2, 3])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("n", [1, 5, 64])
+def test_bernoulli_kernel_equals_the_plain_pair_for_binary_data(monkeypatch, blocks, dtype, n):
+    """For binary x the kernel's max(a, 0) - x a is (1 - x) max(a, 0) + x max(-a, 0) exactly, and its kept
+    sigmoid is the plain backward's: the two pairs agree bit for bit, on one thread or split over row blocks."""
+    from minivae.likelihoods import bernoulli_nll_backward, bernoulli_nll_forward
+    monkeypatch.setattr(kernels, "THREADS", blocks)
+    monkeypatch.setattr(kernels, "PARALLEL_MIN", 1)
+    forward, backward = kernels.lookup("bernoulli_nll", np.zeros(1))
+    x, logits, dnll = _bernoulli_case(n, dtype, binary=True)
+    x0, logits0 = x.copy(), logits.copy()
+    nll, cache = forward(x, logits)
+    plain_nll, plain_cache = bernoulli_nll_forward(x, logits)
+    np.testing.assert_array_equal(nll, plain_nll)
+    np.testing.assert_array_equal(backward(dnll, cache), bernoulli_nll_backward(dnll, plain_cache))
+    np.testing.assert_array_equal(x, x0)
+    np.testing.assert_array_equal(logits, logits0)                          # inputs untouched
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_bernoulli_kernel_matches_the_plain_pair_for_grey_levels(dtype):
+    """Fractional x: max(a, 0) - x a rounds differently from the plain form, within a few units in the last
+    place of the loss (the gradient is unchanged: it does not read that term)."""
+    from minivae.likelihoods import bernoulli_nll_backward, bernoulli_nll_forward
+    forward, backward = kernels.lookup("bernoulli_nll", np.zeros(1))
+    x, logits, dnll = _bernoulli_case(64, dtype, binary=False)
+    nll, cache = forward(x, logits)
+    plain_nll, plain_cache = bernoulli_nll_forward(x, logits)
+    np.testing.assert_allclose(nll, plain_nll, rtol=8 * np.finfo(dtype).eps * 37)
+    np.testing.assert_array_equal(backward(dnll, cache), bernoulli_nll_backward(dnll, plain_cache))
+
+
+def test_bernoulli_kernel_propagates_nan():
+    forward, backward = kernels.lookup("bernoulli_nll", np.zeros(1))
+    x, logits, dnll = _bernoulli_case(4, "float64", binary=True)
+    logits[2, 3] = np.nan
+    nll, cache = forward(x, logits)
+    assert np.isnan(nll[2]) and np.isfinite(nll[[0, 1, 3]]).all()
+    assert np.isnan(backward(dnll, cache)[2, 3])
+
+
+def test_the_model_uses_the_bernoulli_kernel_and_gives_the_plain_loss(monkeypatch):
+    """The whole step with the kernel and with kernels off: the same loss and gradients (binary data)."""
+    from minivae.model import VAE
+    r = np.random.default_rng(1)
+    x = (r.random((16, 12)) < 0.5).astype(np.float64)
+    eps = r.standard_normal((16, 3))
+    model = VAE(12, 3, hidden=(8,), dtype="float64")
+    calls = []
+    real = kernels._KERNELS[("numpy", "bernoulli_nll")]
+    monkeypatch.setitem(kernels._KERNELS, ("numpy", "bernoulli_nll"),
+                        (lambda *a: calls.append(1) or real[0](*a), real[1]))
+    loss, grads, _ = model.loss_and_grads(x, eps)
+    assert calls
+    monkeypatch.setattr(kernels, "ENABLED", False)
+    plain_loss, plain_grads, _ = model.loss_and_grads(x, eps)
+    assert loss == plain_loss
+    for k in grads:
+        np.testing.assert_array_equal(grads[k], plain_grads[k], err_msg=k)

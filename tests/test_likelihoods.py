@@ -191,6 +191,19 @@ def test_level_onehot_rounds_to_the_nearest_level(device, rng, levels):
     np.testing.assert_array_equal(t32, np.eye(levels)[k])           # x = k / (L - 1) in float32: still level k
 
 
+def test_a_nan_pixel_gives_a_nan_categorical_loss_not_a_finite_one(device):
+    """A NaN intensity has no level: its target row is NaN, so its example's loss is NaN (NaN in, NaN out) while
+    the other examples' losses are unchanged."""
+    x = np.full((3, 4), 0.5)
+    x[1, 2] = np.nan
+    grid = device.asarray(np.arange(5.0))
+    logits = device.asarray(np.random.default_rng(0).standard_normal((3, 4, 5)))
+    nll = to_host(categorical_nll_forward(level_onehot(device.asarray(x), grid), logits)[0])
+    clean = to_host(categorical_nll_forward(level_onehot(device.asarray(np.full((3, 4), 0.5)), grid), logits)[0])
+    assert np.isnan(nll[1]) and np.isfinite(nll[[0, 2]]).all()
+    np.testing.assert_array_equal(nll[[0, 2]], clean[[0, 2]])
+
+
 def test_level_onehot_of_the_digits_is_exact_with_17_levels():
     """The 8x8 digits as minivae loads them are (0..16) / 16 in float32: 17 levels recover every pixel exactly."""
     x = load_dataset("digits").x_test.astype(np.float32)            # (360, 64)

@@ -136,3 +136,10 @@ def test_made_gradcheck_on_strict_device():
 def test_bad_decoder_options_are_named(kwargs, name):
     with pytest.raises(ValueError, match=name):
         VAE(4, 2, hidden=(3,), **kwargs)
+
+
+def test_masked_linear_names_a_bad_shape():
+    with pytest.raises(ValueError, match=r"masked_linear_forward: M must have shape \(3, 4\)"):
+        masked_linear_forward(np.zeros((2, 3)), np.zeros((3, 4)), np.zeros((4, 3)))
+    with pytest.raises(ValueError, match=r"masked_linear_forward: W must have shape \(3, \*\)"):
+        masked_linear_forward(np.zeros((2, 3)), np.zeros((2, 4)), np.zeros((2, 4)))

@@ -4,8 +4,6 @@ import numpy as np
 import pytest
 
 import minivae.model as model_module
-import minivae.train as train_module
-from minivae.backend import get_device
 from minivae.rng import RNG, STREAMS
 from minivae.train import train
 
@@ -59,10 +57,10 @@ def test_training_noise_is_not_a_copy_of_the_initial_weights(monkeypatch, tmp_pa
     seen = []
     real = model_module.VAE.loss_and_grads
 
-    def record(self, x, eps, objective=None):
+    def record(self, x, eps, objective=None, check_input=True):
         if len(seen) < 20:
             seen.append(np.array(eps, dtype=np.float64).ravel())
-        return real(self, x, eps, objective)
+        return real(self, x, eps, objective, check_input)
     monkeypatch.setattr(model_module.VAE, "loss_and_grads", record)
     result = train(epochs=1, hidden=(8,), z_dim=2, batch_size=64, out=str(tmp_path / "run"),
                    dtype="float64", log=lambda s: None)

@@ -8,6 +8,7 @@ Tests: tests/test_likelihoods.py, tests/test_model.py, tests/test_evaluate.py, t
 """
 import numpy as np
 
+from .. import kernels
 from ..backend import array_namespace, to_host
 from ..layers import sigmoid_forward, softplus_forward
 from ..likelihoods import bernoulli_nll_backward, bernoulli_nll_forward
@@ -31,13 +32,15 @@ class Bernoulli:
     def forward(self, params, h, x):
         """h: (N, H), x: (N, D) -> nll (N,), cache.  Steps 2 then 1 of derivations/elbo.md#whole-model-backward"""
         logits, head_cache = self.head.forward(params, h)                 # (N, D)
-        nll, nll_cache = bernoulli_nll_forward(x, logits)                 # (N,)
-        return nll, (head_cache, nll_cache)
+        fast = kernels.lookup("bernoulli_nll", x, logits)                 # the same pair in fewer passes
+        forward, backward = fast or (bernoulli_nll_forward, bernoulli_nll_backward)
+        nll, nll_cache = forward(x, logits)                               # (N,)
+        return nll, (head_cache, backward, nll_cache)
 
     def backward(self, dnll, cache, grads):
         """dnll: (N,) -> dh (N, H); writes the head's grads."""
-        head_cache, nll_cache = cache
-        dlogits = bernoulli_nll_backward(dnll, nll_cache)                  # Step 1: (N, D)
+        head_cache, backward, nll_cache = cache
+        dlogits = backward(dnll, nll_cache)                                # Step 1: (N, D)
         return self.head.backward(dlogits, head_cache, grads)             # Step 2: (N, H)
 
     def decode(self, params, h):
