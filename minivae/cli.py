@@ -1,5 +1,5 @@
 """The ``minivae`` command: ``minivae train``, ``minivae evaluate CHECKPOINT``, and the pictures of a checkpoint
-(``sample``, ``reconstruct``, ``interpolate``, ``latent``; minivae/plots.py).
+(``sample``, ``reconstruct``, ``interpolate``, ``latent``, ``posterior``; minivae/plots.py).
 
 Bad input gives a non-zero exit and one line on stderr naming the problem, never a traceback.
 """
@@ -90,6 +90,18 @@ def build_parser():
     la.add_argument("--out-manifold", default=None, help="PNG file (default: manifold.png beside the checkpoint)")
     la.add_argument("--out-scatter", default=None,
                     help="PNG file (default: latent_scatter.png beside the checkpoint)")
+    g = sub.add_parser("gradcheck", help="check every hand-written backward against finite differences (float64) "
+                       "and print the relative errors; exit 1 if any exceeds 1e-6", formatter_class=_Defaults,
+                       description="Every op pair (minivae/ops.py) and the whole model (each likelihood and "
+                       "variance option, both priors, the ELBO and the importance-weighted bound): the backward "
+                       "against central differences of the forward, in float64, as derivations/gradcheck.md "
+                       "derives. Exit status 0 when every relative error is within its limit, 1 when one is not.")
+    g.add_argument("--only", default=None, metavar="TEXT", help="only the checks whose name contains TEXT")
+
+    po = picture("posterior", "z_dim 1 or 2: the true posterior p(z|x) of held-out inputs beside q(z|x), with "
+                 "log p(x), the ELBO and their gap", "posterior.png")
+    po.add_argument("--n", type=int, default=4, help="number of held-out inputs (the first n)")
+    po.add_argument("--points", type=int, default=201, help="grid points per latent axis of each picture")
     return parser
 
 
@@ -302,11 +314,57 @@ def _latent(args):
     return 0
 
 
+def _gradcheck(args):
+    """The table of every gradient check; exit 1 if one fails."""
+    from .gradcheck import H, LIMIT, run_checks
+    rows = [r for r in run_checks() if args.only is None or args.only in r[0]]
+    if not rows:
+        raise ValueError(f"--only {args.only!r} matches no check")
+    width = max(len(r[0]) for r in rows)
+    print(f"{'check':<{width}s}  {'shape':<20s} {'rel. error':>10s} {'limit':>8s}  result", flush=True)
+    for name, shape, error, limit in rows:
+        print(f"{name:<{width}s}  {shape:<20s} {error:10.2e} {limit:8.0e}  {'ok' if error <= limit else 'FAIL'}")
+    failed = [r for r in rows if not r[2] <= r[3]]
+    print(f"{len(rows) - len(failed)} of {len(rows)} checks within {LIMIT:.0e} (float64 central differences, "
+          f"h = {H:.0e}, random upstream gradient; derivations/gradcheck.md)")
+    return 1 if failed else 0
+
+
+def _posterior(args):
+    """The true posterior beside q(z|x), computed in float64 (the density is exp of a difference of log p's), and
+    its numbers per example: log p(x), the ELBO, the gap, the gap recomputed as a KL on the picture's grid, and
+    the mass of p(z|x) on that grid."""
+    from .checkpoint import load_model
+    from .plots import check_png_path, plot_posterior
+    from .posterior import posterior_grid
+    out = check_png_path(args.out or _beside_checkpoint(args, "posterior.png"), "--out")
+    if args.n < 1:
+        raise ValueError(f"--n must be an integer >= 1, got {args.n}")
+    model, ckpt = load_model(args.checkpoint, device=args.device, dtype="float64")
+    if model.z_dim not in (1, 2):
+        raise ValueError(f"{args.checkpoint} has z_dim {model.z_dim}; the posterior picture needs z_dim 1 or 2 "
+                         f"(a grid over z: train with --z-dim 2)")
+    data = _checkpoint_data(ckpt["data"], args.data_dir)
+    if args.n > data.x_test.shape[0]:
+        raise ValueError(f"--n {args.n} is more than the {data.x_test.shape[0]} held-out examples")
+    x = data.x_test[:args.n]
+    results = posterior_grid(model, model.device.asarray(x, dtype="float64"), points=args.points)
+    print(f"{'example':>7s} {'log p(x)':>11s} {'ELBO':>11s} {'gap':>9s} {'grid KL':>9s} {'mass':>10s}  "
+          f"(nats; gap = log p(x) - ELBO; grid KL = KL(q(z|x) || p(z|x)) summed on the picture's grid)")
+    for i, r in enumerate(results):
+        print(f"{i:7d} {r['log_px']:11.4f} {r['elbo']:11.4f} {r['gap']:9.5f} {r['grid_kl']:9.5f} "
+              f"{r['mass']:10.7f}")
+    images = None if data.image_shape is None else x.reshape((args.n,) + tuple(data.image_shape))
+    print(plot_posterior(results, out, images=images))
+    return 0
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return {"train": _train, "evaluate": _evaluate, "sample": _sample, "reconstruct": _reconstruct,
-                "interpolate": _interpolate, "latent": _latent}[args.command](args)
+                "interpolate": _interpolate, "latent": _latent,
+                "posterior": _posterior, "gradcheck": _gradcheck}[args.command](args)
     except (ValueError, DeviceError, CheckpointError, TrainingError, OSError) as e:
         print(f"minivae {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -13,9 +13,13 @@ For arrays too large to perturb element by element, ``directional_check`` compar
 along a random direction v with <grad, v>. Stochastic objectives are checked with their noise held fixed.
 Derivation: derivations/gradcheck.md. Tests: tests/test_gradcheck.py (and every op's test uses it).
 """
+import itertools
+
 import numpy as np
 
 from .backend import from_host, to_host
+
+H = 1e-5               # the central-difference step (derivations/gradcheck.md#central)
 
 
 def rel_error(a, b):
@@ -30,7 +34,7 @@ def rel_error(a, b):
     return float(np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b))))
 
 
-def numerical_gradient(f, x, dout, h=1e-5):
+def numerical_gradient(f, x, dout, h=H):
     """The gradient of sum(f() * dout) with respect to ``x``, by central differences.
 
     ``f`` takes no arguments and reads ``x``, which is perturbed in place one element at a time and restored.
@@ -50,7 +54,7 @@ def numerical_gradient(f, x, dout, h=1e-5):
     return grad
 
 
-def check_backward(forward, backward, inputs, wrt=None, seed=0, h=1e-5):
+def check_backward(forward, backward, inputs, wrt=None, seed=0, h=H):
     """Check ``backward`` against central differences of ``forward``.
 
     ``forward(*inputs) -> (out, cache)``; ``backward(dout, cache)`` returns one gradient or a tuple of
@@ -81,7 +85,7 @@ def check_backward(forward, backward, inputs, wrt=None, seed=0, h=1e-5):
     return errors
 
 
-def directional_check(f, params, grads, seed=0, h=1e-5):
+def directional_check(f, params, grads, seed=0, h=H):
     """Compare the directional derivative of the scalar ``f()`` along a random unit direction v over all of
     ``params`` (a dict, perturbed in place and restored) with <grads, v>. Returns the relative error
     |a - b| / max(|a| + |b|, 1e-8).  derivations/gradcheck.md#directional
@@ -100,3 +104,71 @@ def directional_check(f, params, grads, seed=0, h=1e-5):
     params.update(saved)
     numeric = (values[0] - values[1]) / (2.0 * h)
     return abs(analytic - numeric) / max(1e-8, abs(analytic) + abs(numeric))
+
+
+# ---- every check at once: ``minivae gradcheck`` ------------------------------------------------------------------
+
+LIMIT = 1e-6           # the largest relative error a float64 check may report (derivations/gradcheck.md#check)
+
+# The whole model, one small instance per likelihood and variance option; each runs with both priors and both
+# objectives (the ELBO with beta 1, the importance-weighted bound with K = 3), noise held fixed.
+MODEL_LIKELIHOODS = (
+    dict(likelihood="bernoulli"),
+    dict(likelihood="gaussian", gaussian_variance="fixed", sigma=0.4),
+    dict(likelihood="gaussian", gaussian_variance="shared", sigma_min=0.3),
+    dict(likelihood="gaussian", gaussian_variance="per-dim", sigma_min=0.3),
+    dict(likelihood="gaussian", gaussian_variance="per-element", sigma_min=0.3),
+    dict(likelihood="categorical", levels=4),
+)
+MODEL_SIZE = dict(x_dim=4, z_dim=2, hidden=(3,), activation="tanh", prior_components=3)
+MODEL_BATCH, MODEL_SAMPLES = 5, 3
+
+
+def op_checks(seed=0):
+    """One row per op pair and differentiated input (minivae/ops.py: pairs): inputs drawn from the op's moderate
+    range (float64, named dimensions of 1-4, RNG ``seed``), ``check_backward`` with a random upstream gradient.
+    Yields (name, shape, error), the name the op's and the input's (``layers.linear dW``)."""
+    import inspect
+    from .ops import make_inputs, pairs
+    for i, pair in enumerate(pairs()):
+        rng = np.random.default_rng([seed, i])
+        inputs, _ = make_inputs(pair, rng)
+        names = list(inspect.signature(pair.forward).parameters)
+        errors = check_backward(pair.forward, pair.backward, inputs, wrt=pair.spec.wrt, seed=seed)
+        for j, error in zip(pair.spec.wrt, errors):
+            yield f"{pair.key} d{names[j]}", str(tuple(inputs[j].shape)), error
+
+
+def model_checks(seed=0):
+    """One row per whole model (every MODEL_LIKELIHOODS entry x prior normal / mog x objective ELBO / IWBound
+    K = 3): float64, parameters moved off their initial values, every parameter's gradient from
+    ``VAE.loss_and_grads`` against central differences of its loss. Yields (name, shape, error): the error the
+    largest over the parameters, the name ending in that parameter's; the shape K samples x N examples x D
+    dimensions, Z latent dimensions and P parameters."""
+    from .model import VAE
+    from .objectives import ELBO, IWBound
+    for i, (options, prior, k) in enumerate(itertools.product(MODEL_LIKELIHOODS, ("normal", "mog"),
+                                                              (1, MODEL_SAMPLES))):
+        rng = np.random.default_rng([seed, i])
+        model = VAE(**MODEL_SIZE, **options, prior=prior, dtype="float64", seed=seed)
+        for p in model.params.values():
+            p += 0.3 * rng.standard_normal(tuple(p.shape))             # in place: biases off 0, a non-trivial q
+        x = rng.uniform(size=(MODEL_BATCH, model.x_dim))
+        eps = rng.standard_normal((k, MODEL_BATCH, model.z_dim))
+        objective = ELBO(1.0) if k == 1 else IWBound(1.0)
+        _, grads, _ = model.loss_and_grads(x, eps, objective)
+        errors = {name: rel_error(grads[name], numerical_gradient(
+            lambda: model.loss_and_grads(x, eps, objective)[0], p, np.array(1.0))) for name, p in model.params.items()}
+        worst = max(errors, key=errors.get)
+        variant = options.get("gaussian_variance", "")
+        name = (f"model {options['likelihood']}{' ' + variant if variant else ''}, {prior}, "
+                f"{'ELBO' if k == 1 else f'L_{k}'} [{worst}]")
+        size = sum(int(np.size(p)) for p in model.params.values())
+        yield name, f"{k}x{MODEL_BATCH}x{model.x_dim} Z={model.z_dim} P={size}", errors[worst]
+
+
+def run_checks(seed=0):
+    """Every op pair, then every whole model: a list of (name, shape, error, limit). ``minivae gradcheck`` prints
+    it and fails where error > limit.  derivations/gradcheck.md#check"""
+    return [(name, shape, error, LIMIT) for checks in (op_checks, model_checks) for name, shape, error in
+            checks(seed)]

@@ -380,7 +380,135 @@ def plot_latent_scatter(model, x, path, labels=None):
     return _save(fig, path)
 
 
+POSTERIOR_COLOUR = "#d62728"      # q(z|x): its ellipses (z_dim 2) or its density (z_dim 1)
+POSTERIOR_PANEL = (3.5, 4.25)      # inches per example: the key, three title lines, the panel
+VIEW_CUT = 1e-3                    # the view keeps where p(z|x) > VIEW_CUT x its peak, and q's 2-sd ellipse
+
+
+def _view(r, ratio=None):
+    """The part of the posterior grid a panel shows: where p(z|x) is above VIEW_CUT of its peak, with q(z|x)'s
+    2.5 sd box, padded by a tenth; per axis (lo, hi). With ``ratio`` (a 2-D panel's height / width) the shorter
+    side is widened about its centre so that one unit is as long on both axes: circles stay circles."""
+    dens = r["density"]
+    idx = np.nonzero(dens > VIEW_CUT * np.max(dens))
+    view = []
+    for j, ax in enumerate(r["axes"]):
+        lo = min(ax[np.min(idx[j])], r["mu"][j] - 2.5 * r["sigma"][j])
+        hi = max(ax[np.max(idx[j])], r["mu"][j] + 2.5 * r["sigma"][j])
+        pad = 0.1 * (hi - lo)
+        view.append([lo - pad, hi + pad])
+    if ratio is not None:
+        (x0, x1), (y0, y1) = view
+        if (y1 - y0) < ratio * (x1 - x0):
+            grow = (ratio * (x1 - x0) - (y1 - y0)) / 2
+            view[1] = [y0 - grow, y1 + grow]
+        else:
+            grow = ((y1 - y0) / ratio - (x1 - x0)) / 2
+            view[0] = [x0 - grow, x1 + grow]
+    return view
+
+
+def plot_posterior(results, path, images=None):
+    """The true posterior p(z|x) beside the approximate posterior q(z|x), one panel per example, each titled with
+    log p(x), the ELBO and their gap KL(q(z|x) || p(z|x)). ``results``: what minivae/posterior.py:
+    posterior_grid returns (z_dim 1 or 2). z_dim 2: p(z|x) as a blue density image, q(z|x) as its 1 and 2 sd
+    ellipses in red, mu marked +, one unit as long on both axes. z_dim 1: both densities as curves, q's 1 and 2
+    sd intervals shaded. ``images``: optional host (n, H, W) inputs, inset in each panel's corner. Each panel is
+    POSTERIOR_PANEL inches. Returns ``path``.  derivations/evaluation.md#the-posterior-gap-drawn"""
+    if isinstance(results, dict) or not isinstance(results, (list, tuple)) or not results:
+        raise ValueError("results must be the non-empty list that posterior_grid returns")
+    z_dim = len(results[0]["axes"])
+    if images is not None and len(images) != len(results):
+        raise ValueError(f"images must have one entry per result: {len(images)} for {len(results)}")
+    n = len(results)
+    width, height = POSTERIOR_PANEL
+    fig = _figure(width * n, height)
+    key = ("blue: the true posterior p(z|x), exact on a grid;  red: q(z|x), 1 sd (solid) and 2 sd (dashed)"
+           if z_dim == 2 else "blue: the true posterior p(z|x), exact on a grid;  red: q(z|x), 1 and 2 sd "
+           "shaded")
+    fig.text(0.5 / (width * n), 1.0 - 0.25 / height, key, fontsize=8.5, va="center")
+    for i, r in enumerate(results):
+        box = (width - 0.85, height - 1.5)                                   # the panel, inches
+        ax = fig.add_axes(((i * width + 0.6) / (width * n), 0.5 / height, box[0] / (width * n), box[1] / height))
+        view = _view(r, box[1] / box[0] if z_dim == 2 else None)
+        if z_dim == 2:
+            (z1, z2), (mu, sigma) = r["axes"], (r["mu"], r["sigma"])
+            ax.set_facecolor(matplotlib.colormaps["Blues"](0.0))              # beyond the grid: density ~0
+            ax.imshow(r["density"].T, origin="lower", extent=(z1[0], z1[-1], z2[0], z2[-1]), cmap="Blues",
+                      aspect="auto", interpolation="bilinear")
+            angle = np.linspace(0.0, 2.0 * np.pi, 200)
+            for k, style in ((1.0, "-"), (2.0, "--")):
+                ax.plot(mu[0] + k * sigma[0] * np.cos(angle), mu[1] + k * sigma[1] * np.sin(angle), style,
+                        color=POSTERIOR_COLOUR, linewidth=1.2)
+            ax.plot([mu[0]], [mu[1]], "+", color=POSTERIOR_COLOUR, markersize=8)
+            ax.set_xlim(*view[0])
+            ax.set_ylim(*view[1])
+            ax.set_xlabel("z1")
+            ax.set_ylabel("z2")
+        else:
+            z, mu, sigma = r["axes"][0], r["mu"][0], r["sigma"][0]
+            ax.fill_between(z, r["density"], color="#6baed6", label="p(z|x)")
+            ax.plot(z, np.exp(r["log_q"]), color=POSTERIOR_COLOUR, linewidth=1.2, label="q(z|x)")
+            for k, alpha in ((2.0, 0.08), (1.0, 0.15)):
+                ax.axvspan(mu - k * sigma, mu + k * sigma, color=POSTERIOR_COLOUR, alpha=alpha, linewidth=0, zorder=0)
+            ax.set_xlim(*view[0])
+            ax.set_xlabel("z")
+            ax.set_ylabel("density")
+            ax.legend(fontsize=7, loc="upper right")
+        ax.set_title(f"log p(x) = {r['log_px']:.3f}\nELBO = {r['elbo']:.3f}\n"
+                     f"gap = KL(q(z|x) || p(z|x)) = {r['gap']:.3f}", fontsize=8.5)
+        ax.tick_params(labelsize=7)
+        if images is not None:
+            inset = ax.inset_axes((0.02, 0.74, 0.24, 0.24))
+            inset.imshow(images[i], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+            inset.set_xticks([])
+            inset.set_yticks([])
+    return _save(fig, path)
+
+
 HISTORY_KEYS = ("epoch", "train_loss", "heldout_neg_elbo", "heldout_nll", "heldout_kl")
+GOAL_KEYS = ("heldout_log_px", "heldout_exact_elbo", "heldout_gap", "exact_examples")
+LOG_PX_COLOUR, GAP_COLOUR, TRADE_COLOUR = "#2ca02c", "#9467bd", "#d62728"
+
+
+def goal_trades(goals):
+    """The epochs (of a history's tracked entries) whose ELBO rose while log p(x) fell, against the entry
+    before: where the decoder bought ELBO with likelihood (derivations/elbo.md#what-maximising-the-elbo-does)."""
+    return [b["epoch"] for a, b in zip(goals, goals[1:])
+            if b["heldout_exact_elbo"] > a["heldout_exact_elbo"] and b["heldout_log_px"] < a["heldout_log_px"]]
+
+
+def _plot_goals(ax, goals):
+    """The two goals over training: log p(x) and the ELBO (left axis), their gap KL(q(z|x) || p(z|x)) (right
+    axis), epochs where the ELBO rose while log p(x) fell marked."""
+    epoch = np.array([e["epoch"] for e in goals], dtype=float)
+    log_px = np.array([e["heldout_log_px"] for e in goals])
+    marker = "o" if len(goals) <= 30 else None
+    ax.plot(epoch, log_px, marker=marker, markersize=3, color=LOG_PX_COLOUR, label="log p(x) (goal 1)")
+    ax.plot(epoch, [e["heldout_exact_elbo"] for e in goals], marker=marker, markersize=3, color=HELDOUT_COLOUR,
+            linestyle="--", label="ELBO")
+    trades = goal_trades(goals)
+    if trades:
+        at = np.isin(epoch, trades)
+        ax.plot(epoch[at], log_px[at], "v", color=TRADE_COLOUR, markersize=6,
+                label=f"ELBO up, log p(x) down ({len(trades)})")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("nats per example")
+    ax.grid(alpha=0.3)
+    right = ax.twinx()
+    right.plot(epoch, [e["heldout_gap"] for e in goals], marker=marker, markersize=3, color=GAP_COLOUR,
+               label="gap = KL(q || p(z|x)) (goal 2, right)")
+    right.set_ylabel("gap, nats per example", color=GAP_COLOUR)
+    right.tick_params(axis="y", colors=GAP_COLOUR)
+    if len(goals) >= 20:                      # the first tenth of training falls fast: keep the rest readable
+        late = np.concatenate([log_px[len(goals) // 10:],
+                               [e["heldout_exact_elbo"] for e in goals[len(goals) // 10:]]])
+        span = np.max(late) - np.min(late)
+        ax.set_ylim(np.min(late) - 0.6 * span, np.max(late) + 0.1 * span)
+    lines = ax.get_legend_handles_labels()
+    more = right.get_legend_handles_labels()
+    right.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="lower right", framealpha=0.9)
+    ax.set_title(f"the two goals: {goals[0]['exact_examples']} held-out, quadrature", fontsize=10)
 TRAIN_COLOUR, HELDOUT_COLOUR = "#1f77b4", "#ff7f0e"       # the same in every panel
 
 
@@ -389,7 +517,10 @@ def plot_loss_curves(history, path):
     and metrics.json stores): the negative ELBO (the training loss, averaged over the epoch's minibatches and
     with the KL weighted by beta, against the held-out negative ELBO), the rate KL(q(z|x) || p(z)) and the
     distortion -log p(x|z), held-out and, where every epoch has "train_kl" / "train_nll", training.
-    All in nats per example. Figure 12 x 3.5 inches. Returns ``path``."""
+    Where epochs carry the two goals (``train --track-exact``: GOAL_KEYS), a fourth panel: log p(x) and the
+    ELBO by quadrature, their gap KL(q(z|x) || p(z|x)) on a right-hand axis, and the epochs where the ELBO rose
+    while log p(x) fell (``goal_trades``) marked. All in nats per example. Figure 12 x 3.5 inches, 16 x 3.5 with
+    the fourth panel. Returns ``path``."""
     if isinstance(history, (str, bytes)) or not hasattr(history, "__len__") or len(history) == 0:
         raise ValueError("history must be a non-empty list of per-epoch dicts")
     for i, entry in enumerate(history):
@@ -399,9 +530,14 @@ def plot_loss_curves(history, path):
     column = lambda key: np.array([float(e[key]) for e in history])       # noqa: E731
     has = lambda key: all(key in e for e in history)                        # noqa: E731
     epoch = column("epoch")
-    fig = _figure(12.0, 3.5)
-    ax_elbo, ax_rate, ax_dist = fig.subplots(1, 3)
-    fig.subplots_adjust(left=0.055, right=0.99, bottom=0.15, top=0.9, wspace=0.3)
+    goals = [e for e in history if all(k in e for k in GOAL_KEYS)]              # epochs with --track-exact
+    fig = _figure(16.0 if goals else 12.0, 3.5)
+    axes = fig.subplots(1, 4 if goals else 3)
+    ax_elbo, ax_rate, ax_dist = axes[:3]
+    fig.subplots_adjust(left=0.055 * (0.75 if goals else 1.0), right=0.95 if goals else 0.99, bottom=0.15,
+                        top=0.9, wspace=0.3)
+    if goals:
+        _plot_goals(axes[3], goals)
     panels = (
         (ax_elbo, "negative ELBO", "train_loss", "train loss", "heldout_neg_elbo"),
         (ax_rate, "rate: KL(q(z|x) || p(z))", "train_kl", "train", "heldout_kl"),

@@ -22,16 +22,17 @@ import os
 import signal
 import threading
 import time
+import warnings
 from typing import Optional
 
 import numpy as np
 
-from .backend import get_device, to_host
+from .backend import astype, get_device, to_host
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, restore_params, save_checkpoint
 from .checks import check_int
 from .config import ARRAYS, TrainConfig, resumed_config
 from .data import check_data, dynamic_binarize, load_dataset
-from .evaluate import evaluate_elbo
+from .evaluate import evaluate_elbo, exact_log_px
 from .health import TrainingError, check_health, kept
 from .model import VAE
 from .objectives import ELBO, IWBound
@@ -196,6 +197,7 @@ def _loop(config, model, optimizer, rng, p, data, log, folder):
     x_valid = None if data.x_valid is None else device.asarray(data.x_valid, dtype=config.dtype)
     n, bs = x_train.shape[0], config.batch_size
     steps = -(-n // bs)
+    x_exact = _tracked_examples(config, model, data)                            # None: not tracked
     save = _saver(config, model, optimizer, rng, p, data, folder)
     with _StopOnInterrupt() as interrupt:
         while p.epoch < config.epochs:
@@ -232,7 +234,8 @@ def _loop(config, model, optimizer, rng, p, data, log, folder):
             loss, nll, kl = (float(to_host(v)) / n for v in p.sums)             # one transfer per epoch
             check_health(model.params, p.epoch + 1, step_stats, (loss, kl * n), batch_of, steps, save.path)
             p.epoch, p.order = p.epoch + 1, None
-            p.history.append(_record(config, model, x_valid, p.epoch, steps, (loss, nll, kl), t0, save.path))
+            p.history.append(_record(config, model, x_valid, p.epoch, steps, (loss, nll, kl), t0, save.path,
+                                     x_exact))
             if config.log_every and (p.epoch % config.log_every == 0 or p.epoch == config.epochs):
                 log(_epoch_line(config, p.history[-1]))
             if p.epoch % config.checkpoint_every == 0 or p.epoch == config.epochs:
@@ -263,8 +266,51 @@ def _loss_name(config, weight):
     return "-ELBO" if weight == 1.0 else f"loss (nll + {weight:.3g} kl)"
 
 
-def _record(config, model, x_valid, epoch, steps, train_sums, t0, ckpt_path):
-    """The history entry of epoch ``epoch`` (1-based), with the held-out negative ELBO (one draw per example)."""
+# --track-exact: the two goals over training, on the first TRACK_EXAMPLES held-out examples, in float64, to
+# TRACK_TOL nats (a curve needs no more; derivations/evaluation.md#exact-log-likelihood), on a grid of at most
+# TRACK_MAX_POINTS points (a posterior far narrower than the prior would otherwise make an epoch minutes long; a
+# capped epoch records "exact_converged": false): about 1 s per epoch on the digits. auto tracks when z_dim <= 2
+# and the decoder's values per example, D x the likelihood's row width (1; the categorical's L levels), are at
+# most TRACK_AUTO_MAX_DIM: the quadrature's cost grows with them (a categorical of 256 levels on the digits would
+# take minutes per epoch).
+TRACK_EXAMPLES, TRACK_TOL, TRACK_POINTS_PER_SIGMA, TRACK_AUTO_MAX_DIM = 100, 1e-3, 1.5, 1000
+TRACK_MAX_POINTS = 250_000
+
+
+def _tracked_examples(config, model, data):
+    """The held-out examples whose exact log p(x) is recorded each epoch (host float64), or None when the run
+    does not track it (--track-exact no, auto beyond z_dim 2 or TRACK_AUTO_MAX_DIM decoder values per example,
+    no held-out data)."""
+    if config.track_exact == "no" or model.z_dim > 2:
+        return None
+    if data.x_valid is None:
+        if config.track_exact == "yes":
+            raise ValueError("track_exact yes needs held-out data (x_valid) to evaluate log p(x) on")
+        return None
+    if config.track_exact == "auto" and model.x_dim * model.likelihood.row_width > TRACK_AUTO_MAX_DIM:
+        return None
+    return np.asarray(data.x_valid[:TRACK_EXAMPLES], dtype=np.float64)
+
+
+def _exact_goals(model, x_exact):
+    """log p(x), the ELBO (both by quadrature) and their gap KL(q(z|x) || p(z|x)), averaged over x_exact (host),
+    with the model copied to float64 (the quadrature's differences need it)."""
+    exact = model
+    if model.dtype_name != "float64":
+        exact = VAE(**model.config | {"dtype": "float64"}, device=model.device, seed=0)
+        exact.params = {k: astype(v, exact.dtype) for k, v in model.params.items()}       # on the device
+    x = model.device.asarray(x_exact, dtype="float64")
+    with warnings.catch_warnings():                   # the cap's warning: recorded as exact_converged instead
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ex = exact_log_px(exact, x, points_per_sigma=TRACK_POINTS_PER_SIGMA, tol=TRACK_TOL,
+                          max_points=TRACK_MAX_POINTS, progress=False)
+    return {"heldout_log_px": ex["log_px"], "heldout_exact_elbo": ex["elbo"], "heldout_gap": ex["gap"],
+            "exact_examples": int(x_exact.shape[0]), "exact_converged": ex["converged"]}
+
+
+def _record(config, model, x_valid, epoch, steps, train_sums, t0, ckpt_path, x_exact=None):
+    """The history entry of epoch ``epoch`` (1-based), with the held-out negative ELBO (one draw per example),
+    and where ``x_exact`` is given the two goals on it (``_exact_goals``)."""
     loss, nll, kl = train_sums
     weight = epoch_kl_weight(epoch - 1, steps, config.beta, config.kl_warmup_epochs, config.kl_warmup_start)
     record = {"epoch": epoch, "train_loss": loss, "train_nll": nll, "train_kl": kl, "kl_weight": weight,
@@ -276,6 +322,8 @@ def _record(config, model, x_valid, epoch, steps, train_sums, t0, ckpt_path):
                                 f"{kept(ckpt_path)}")
         record.update(heldout_neg_elbo=held["neg_elbo"], heldout_nll=held["nll"], heldout_kl=held["kl"])
     record["seconds"] = time.perf_counter() - t0
+    if x_exact is not None:                           # after the clock: "seconds" stays the training's time
+        record.update(_exact_goals(model, x_exact))
     return record
 
 
@@ -284,6 +332,8 @@ def _epoch_line(config, r):
     if "heldout_neg_elbo" in r:
         line += (f"  held-out -ELBO {r['heldout_neg_elbo']:9.3f} (nll {r['heldout_nll']:8.3f} + kl "
                  f"{r['heldout_kl']:7.3f})")
+    if "heldout_log_px" in r:
+        line += f"  log p(x) {r['heldout_log_px']:9.3f} gap {r['heldout_gap']:6.3f}"
     return line + f" nats  {r['seconds']:6.2f}s"
 
 

@@ -39,7 +39,7 @@ PKG_DIR = ROOT / "minivae"
 TESTS_DIR = ROOT / "tests"
 
 NOTES = ("README", "elbo", "linear", "activations", "reparameterization", "kl", "likelihoods", "adam", "gradcheck",
-         "evaluation", "objectives", "prior", "flows", "made")
+         "evaluation", "objectives", "prior", "assumptions", "flows", "made")
 OP_MODULES = ("layers", "reparam", "kl", "likelihoods", "prior", "iwae", "flows", "made")
 # Anchors that code, notes or the brief rely on, note by note.
 REQUIRED_ANCHORS = {
@@ -60,6 +60,7 @@ REQUIRED_ANCHORS = {
     "objectives": {"the-beta-weighted-objective", "kl-warm-up", "the-importance-weighted-bound",
                    "importance-weighted-forward", "importance-weighted-backward", "reduction-to-the-elbo",
                    "free-bits"},
+    "assumptions": {"the-table"},
     "made": {"which-assumption-it-relaxes", "masked-linear", "masks", "forward", "backward", "sampling",
              "a-decoder-that-can-ignore-z"},
     "flows": {"which-assumption-it-relaxes", "one-step-forward", "one-step-backward", "log-determinant-forward",
@@ -1042,7 +1043,80 @@ def test_saturated_tanh_is_ill_conditioned():
     assert check_backward(tanh_forward, tanh_backward, [moderate])[0] < 1e-8
 
 
+
+def test_saturated_tanh_rel_error_scales_with_the_upstream_gradient():
+    """At tanh(15) the analytic gradient 3.7e-13 dy is below rel_error's 1e-8 floor: it reports 3.7e-5 |dy|, from
+    4.6e-8 to 7.6e-5 over seeds 0-19, and fails the 1e-6 tolerance exactly when |dy| > 0.027 (gradcheck.md)."""
+    x = np.array([15.0])
+    errors, dys = [], []
+    for seed in range(20):
+        errors.append(check_backward(tanh_forward, tanh_backward, [x], seed=seed)[0])
+        dys.append(abs(np.random.default_rng(seed).standard_normal(1)[0]))   # check_backward's dy
+    errors, dys = np.array(errors), np.array(dys)
+    np.testing.assert_allclose(errors / dys, 4 * math.exp(-30.0) / 1e-8, rtol=1e-3)    # 3.7e-5 |dy|
+    assert errors.min() == pytest.approx(4.6e-8, rel=0.05) and errors.max() == pytest.approx(7.6e-5, rel=0.05)
+    assert np.all((errors > 1e-6) == (dys > 0.027))
+
+
+
+def test_adam_step_is_bounded_by_kingma_and_ba():
+    """adam.md: |step| <= lr (1 - beta1) / sqrt(1 - beta2) = 3.16 lr at the defaults, and a gradient of 1 after
+    2,999 zero gradients nearly reaches it (3.08 lr); random gradients with rare spikes stay under it too."""
+    p = {"w": np.zeros(1)}
+    opt = Adam(p, lr=1e-3)
+    for _ in range(2999):
+        opt.step({"w": np.zeros(1)})
+    before = p["w"].copy()
+    opt.step({"w": np.ones(1)})
+    bound = 0.1 / math.sqrt(0.001)
+    assert abs(p["w"][0] - before[0]) / 1e-3 == pytest.approx(3.0827, abs=1e-4) and 3.08 < bound < 3.17
+    rng = np.random.default_rng(30)
+    p = {"w": np.zeros(50)}
+    opt = Adam(p, lr=1e-3)
+    for t in range(3000):
+        g = rng.standard_normal(50) * np.where(rng.uniform(size=50) < 0.01, 100.0, 0.01)
+        before = p["w"].copy()
+        opt.step({"w": g})
+        assert np.max(np.abs(p["w"] - before)) <= bound * 1e-3 * (1 + 1e-9)
+
+
+
+def test_naive_bernoulli_loss_keeps_about_six_and_a_half_digits_in_float64():
+    """likelihoods.md: softplus(20) - 20 at x = 1 in float64: 2.9e-7 relative error here, at most half a
+    spacing of 20 over the loss, 8.6e-7; in float32 the difference is 0."""
+    exact = math.log1p(math.exp(-20.0))                                       # 2.06e-9
+    naive = (np.float64(20.0) + np.log1p(np.exp(np.float64(-20.0)))) - np.float64(20.0)
+    assert abs(naive - exact) / exact == pytest.approx(2.88e-7, rel=0.01)
+    assert np.spacing(20.0) / 2 / exact == pytest.approx(8.62e-7, rel=0.01)
+    assert 6.0 < -math.log10(abs(naive - exact) / exact) < 7.0
+    assert (np.float32(20.0) + np.float32(exact)) - np.float32(20.0) == 0.0
+
+
+def test_one_minus_x_is_exact_only_from_one_half():
+    """likelihoods.md: 1 - x is exact for x in [1/2, 1] (Sterbenz), rounded below: 1 - 1e-20 is 1; never < 0."""
+    from fractions import Fraction
+    rng = np.random.default_rng(31)
+    for x in np.concatenate([rng.uniform(0.5, 1.0, 1000), [0.5, 1.0]]):
+        assert Fraction(float(1.0 - x)) == 1 - Fraction(float(x))
+    assert 1.0 - 1e-20 == 1.0 and Fraction(1.0 - 0.1) != 1 - Fraction(0.1)
+    assert np.all(1.0 - rng.uniform(0.0, 0.5, 1000) >= 0.0)
+
+
 # evaluation.md
+
+def test_an_inactive_unit_can_carry_two_nats():
+    """evaluation.md#active-units: codes mu(x) with variance 0.005 are below the 0.01 threshold, yet with
+    q = N(mu(x), 0.01^2) the information I(x; z) = 1/2 log(1 + 0.005 / 0.01^2) = 1/2 log 51 ~ 1.97 nats
+    (Monte Carlo of E[log q(z|x) - log q(z)], q(z) = N(0, 0.005 + s^2), against the closed form)."""
+    rng = np.random.default_rng(32)
+    s, var_mu = 0.01, 0.005
+    mu = rng.normal(0.0, math.sqrt(var_mu), 200_000)
+    assert np.var(mu) < 0.01                                                     # inactive by the threshold
+    z = mu + s * rng.standard_normal(mu.shape)
+    info = stats.norm.logpdf(z, mu, s) - stats.norm.logpdf(z, 0.0, math.sqrt(var_mu + s * s))
+    assert np.mean(info) == pytest.approx(0.5 * math.log(51.0), abs=4 * np.std(info) / math.sqrt(len(info)))
+    assert 0.5 * math.log(51.0) == pytest.approx(1.97, abs=0.005)
+
 
 def test_log_weight_formula():
     """log q(z|x) written with eps = (z - mu)/sigma equals scipy's density; log p(z) likewise."""

@@ -243,6 +243,19 @@ def test_exact_log_px_warns_at_its_grid_cap():
         assert exact_log_px(model, x)["converged"]
 
 
+def test_quadrature_error_estimate_does_not_see_the_box(monkeypatch):
+    """quadrature_error compares the grid with its own 2h subgrid: it measures discretisation, and the mass
+    outside the box only through the grid's edge. A box cut at 2 sd of each q (the prior's box shrunk to a
+    point) converges, reports an error below 1e-7, and is wrong by over 100 times that (evaluation.md)."""
+    model = small_model(z_dim=1)
+    x = data(model, n=4)
+    full = exact_log_px(model, x, tol=1e-9)
+    monkeypatch.setattr(model.prior, "quadrature_box", lambda params: (np.zeros(1), np.zeros(1), 10.0))
+    cut = exact_log_px(model, x, radius=2.0, tol=1e-4)
+    assert cut["converged"] and cut["quadrature_error"] < 1e-7
+    assert np.max(np.abs(cut["per_example"] - full["per_example"])) > 100 * cut["quadrature_error"]
+
+
 def test_bounds_are_ordered_elbo_lk_log_px(device):
     model = small_model(device)
     x = data(model, n=12)

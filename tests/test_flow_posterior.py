@@ -120,3 +120,10 @@ def test_exact_section_estimates_the_flow_elbo_by_sampling():
     sections = dict(evaluate_sections(model, x, k=50, samples=4))
     assert sections["exact"]["posterior_gap_se"] == ex["elbo_se"] or sections["exact"]["posterior_gap_se"] > 0
     assert "surgery_skipped" in sections["surgery"]
+
+
+def test_the_posterior_picture_refuses_a_flow_with_a_reason():
+    from minivae.posterior import posterior_grid
+    model = VAE(6, 2, hidden=(5,), dtype="float64", posterior="flow", flow_steps=2)
+    with pytest.raises(ValueError, match="needs its density at any z"):
+        posterior_grid(model, np.zeros((1, 6)))

@@ -59,3 +59,68 @@ def test_directional_check(rng):
     assert directional_check(f, params, good) < 1e-7
     assert directional_check(f, params, bad) > 1e-4
     np.testing.assert_array_equal(params["a"], good["a"] / 2)    # restored
+
+
+# ---- minivae gradcheck: every op pair and the whole model, as a table ------------------------------------------
+
+def gradcheck_table(capsys, argv=("gradcheck",)):
+    """Runs the command; returns (exit status, {check name: (shape, error, limit, result)}, last line)."""
+    from minivae.cli import main
+    status = main(list(argv))
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split() == ["check", "shape", "rel.", "error", "limit", "result"]
+    rows = {}
+    for line in lines[1:-1]:
+        *name_shape, error, limit, result = line.rsplit(None, 3)
+        name, shape = name_shape[0].rsplit("  ", 1)
+        rows[name.strip()] = (shape.strip(), float(error), float(limit), result)
+    return status, rows, lines[-1]
+
+
+def test_gradcheck_command_checks_every_pair_and_model(capsys):
+    import inspect
+    from minivae.gradcheck import LIMIT, MODEL_LIKELIHOODS
+    from minivae.ops import pairs
+    status, rows, last = gradcheck_table(capsys)
+    assert status == 0
+    expected = {f"{p.key} d{list(inspect.signature(p.forward).parameters)[j]}" for p in pairs() for j in p.spec.wrt}
+    assert expected <= set(rows)                                   # every differentiated input of every pair
+    models = [name for name in rows if name.startswith("model ")]
+    assert len(models) == len(MODEL_LIKELIHOODS) * 2 * 2           # x prior normal / mog x ELBO / L_3
+    for prior in ("normal", "mog"):
+        for objective in ("ELBO", "L_3"):
+            assert sum(f", {prior}, {objective} [" in m for m in models) == len(MODEL_LIKELIHOODS)
+    assert len(rows) == len(expected) + len(models)
+    for name, (shape, error, limit, result) in rows.items():
+        assert limit == LIMIT == 1e-6 and 0 <= error <= limit and result == "ok", name
+    assert last.startswith(f"{len(rows)} of {len(rows)} checks within 1e-06")
+
+
+def test_gradcheck_command_fails_on_a_broken_op_backward(capsys, monkeypatch):
+    """tanh's backward off by a factor 1 + 1e-4: its row fails, the others pass, the exit status is 1."""
+    import minivae.ops
+    real = minivae.ops.pairs()
+    broken = tuple(p._replace(backward=lambda dy, c, b=p.backward: 1.0001 * b(dy, c)) if p.key == "layers.tanh"
+                   else p for p in real)
+    monkeypatch.setattr(minivae.ops, "pairs", lambda: broken)
+    status, rows, last = gradcheck_table(capsys, ("gradcheck", "--only", "layers."))
+    assert status == 1
+    assert rows["layers.tanh dx"][3] == "FAIL" and rows["layers.tanh dx"][1] > 1e-5
+    assert all(r[3] == "ok" for name, r in rows.items() if name != "layers.tanh dx")
+    assert last.startswith(f"{len(rows) - 1} of {len(rows)} checks")
+
+
+def test_gradcheck_command_fails_on_a_broken_model_backward(capsys, monkeypatch):
+    """The closed-form KL's gradient into mu off by 1e-4 (its op stays right): exactly the models that use it
+    (the N(0, I) prior with the ELBO) fail."""
+    from minivae.parts.kl_term import ClosedFormKL
+    real = ClosedFormKL.backward
+
+    def broken(self, dkl, cache, grads):
+        dmu, dlogvar, dz = real(self, dkl, cache, grads)
+        return 1.0001 * dmu, dlogvar, dz
+    monkeypatch.setattr(ClosedFormKL, "backward", broken)
+    status, rows, _ = gradcheck_table(capsys, ("gradcheck", "--only", "model "))
+    assert status == 1
+    for name, (_, error, _, result) in rows.items():
+        assert (result == "FAIL") == (", normal, ELBO [" in name), name

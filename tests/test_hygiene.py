@@ -1,4 +1,4 @@
-"""Backward hygiene of every forward/backward pair (collected from the package by tests/_ops.py, so a pair added
+"""Backward hygiene of every forward/backward pair (collected from the package by minivae/ops.py, so a pair added
 later is covered without editing this file), in float32 and float64 on the CPU:
 
 - a zero upstream gradient gives exactly zero gradients;

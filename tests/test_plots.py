@@ -392,7 +392,8 @@ def _count_colour(pixels, colour, tol=0.05):
 
 
 def test_loss_curves_with_and_without_train_rate_and_distortion(run2, tmp_path):
-    history = [{k: v for k, v in e.items() if k not in ("train_nll", "train_kl")} for e in run2[0].history]
+    history = [{k: v for k, v in e.items() if k not in ("train_nll", "train_kl") + plots.GOAL_KEYS}
+               for e in run2[0].history]
     rgb = read_png(plots.plot_loss_curves(history, tmp_path / "a.png"), 12, 3.5)
     rate_panel = rgb[:, px(4):px(8)]                                # the middle third
     assert _count_colour(rate_panel, plots.HELDOUT_COLOUR) > 20
@@ -403,6 +404,26 @@ def test_loss_curves_with_and_without_train_rate_and_distortion(run2, tmp_path):
     for third in range(3):
         panel = rgb[:, px(4 * third):px(4 * third + 4)]
         assert _count_colour(panel, plots.TRAIN_COLOUR) > 20 and _count_colour(panel, plots.HELDOUT_COLOUR) > 20
+
+
+def test_loss_curves_fourth_panel_draws_the_two_goals(run2, tmp_path):
+    """A z_dim 2 run on the digits tracks the two goals (train --track-exact auto): a fourth panel, 4 inches
+    wider, with log p(x), the ELBO, the gap on its right-hand axis and the epochs where the ELBO rose while
+    log p(x) fell."""
+    history = run2[0].history
+    assert all(all(k in e for k in plots.GOAL_KEYS) for e in history)
+    rising = [dict(e, heldout_exact_elbo=-30.0 + e["epoch"], heldout_log_px=-20.0 - e["epoch"]) for e in history]
+    assert plots.goal_trades(rising) == [e["epoch"] for e in history[1:]]
+    assert plots.goal_trades(history + [dict(history[-1], epoch=3, heldout_exact_elbo=-1.0,
+                                             heldout_log_px=history[-1]["heldout_log_px"] + 1.0)]) == []
+    rgb = read_png(plots.plot_loss_curves(rising, tmp_path / "a.png"), 16, 3.5)
+    goals = rgb[:, px(12):]                                         # the fourth quarter
+    for colour in (plots.LOG_PX_COLOUR, plots.GAP_COLOUR, plots.HELDOUT_COLOUR, plots.TRADE_COLOUR):
+        assert _count_colour(goals, colour) > 20, colour
+    assert _count_colour(rgb[:, :px(12)], plots.GAP_COLOUR) == 0
+    falling = [dict(e, heldout_exact_elbo=-30.0 - e["epoch"]) for e in rising]    # no ELBO rise: no marks
+    rgb = read_png(plots.plot_loss_curves(falling, tmp_path / "b.png"), 16, 3.5)
+    assert _count_colour(rgb[:, px(12):], plots.TRADE_COLOUR) == 0
 
 
 def test_loss_curves_reject_bad_histories(tmp_path):

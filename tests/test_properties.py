@@ -1,5 +1,5 @@
 """Property-based tests (hypothesis) over shapes and values for every forward/backward pair (collected by
-tests/_ops.py, so a pair added later is covered too):
+minivae/ops.py, so a pair added later is covered too):
 
 1. Finite in, finite out, where the math is finite: inputs drawn from each op's ``wide`` range (up to 1e300 in
    float64 where nothing can overflow, bounded where the exact result would exceed the dtype: 4 terms of 1e300

@@ -222,3 +222,85 @@ def test_bad_objective_or_prior_option_names_the_field(tmp_path, field, value):
     with pytest.raises(ValueError, match=field):
         train(out=str(tmp_path), **{**QUICK, field: value})
     assert list(tmp_path.iterdir()) == []
+
+
+# ---- --track-exact: the two goals over training ----------------------------------------------------------------
+
+def test_track_exact_records_the_two_goals_each_epoch(tmp_path):
+    """auto at z_dim 2 on the digits: each epoch's log p(x), ELBO and gap on the first 100 held-out examples,
+    as an independent float64 quadrature of the saved model (at exact_log_px's default tol) finds them."""
+    from minivae.checkpoint import load_model
+    from minivae.data import load_digits
+    from minivae.evaluate import exact_log_px
+    result = train(out=str(tmp_path), epochs=2, hidden=(16,), z_dim=2, log=lambda s: None)
+    for e in result.history:
+        assert e["exact_examples"] == 100 and e["heldout_gap"] > 0
+        assert e["heldout_log_px"] > e["heldout_exact_elbo"] > -e["heldout_neg_elbo"] - 1.0
+    assert result.history[1]["heldout_log_px"] != result.history[0]["heldout_log_px"]
+    model, _ = load_model(tmp_path / "checkpoint.npz", dtype="float64")
+    ex = exact_log_px(model, load_digits().x_test[:100])
+    last = result.history[-1]
+    assert last["heldout_log_px"] == pytest.approx(ex["log_px"], abs=1e-3)
+    assert last["heldout_exact_elbo"] == pytest.approx(ex["elbo"], abs=1e-3)
+    assert last["heldout_gap"] == pytest.approx(ex["gap"], abs=2e-3)
+    assert json.loads((tmp_path / "metrics.json").read_text())["final"]["heldout_gap"] == last["heldout_gap"]
+
+
+@pytest.mark.parametrize("options, tracked", [
+    (dict(z_dim=3), False),                                      # auto: only z_dim <= 2
+    (dict(z_dim=2, track_exact="no"), False),
+    (dict(z_dim=1, track_exact="yes"), True),
+])
+def test_track_exact_auto_yes_no(tmp_path, options, tracked):
+    h = train(out=str(tmp_path), epochs=1, hidden=(8,), log=lambda s: None, **options).history
+    assert ("heldout_log_px" in h[0]) == tracked
+
+
+def test_track_exact_auto_skips_more_than_1000_decoder_values_per_example(monkeypatch):
+    """auto: D = 1001, or the digits' 64 pixels x 17 categorical levels, is skipped; yes tracks it anyway."""
+    import minivae.train
+    from minivae.train import fit
+    monkeypatch.setattr(minivae.train, "TRACK_MAX_POINTS", 2000)             # a quick, capped quadrature
+    x = np.random.default_rng(0).uniform(size=(20, 1001))
+    h = fit(x, x[:2], epochs=1, hidden=(4,), z_dim=2, log=lambda s: None).history
+    assert "heldout_log_px" not in h[0]
+    h = fit(x, x[:2], epochs=1, hidden=(4,), z_dim=2, track_exact="yes", log=lambda s: None).history
+    assert h[0]["exact_examples"] == 2 and np.isfinite(h[0]["heldout_gap"])
+    x = np.random.default_rng(0).integers(0, 17, size=(20, 64)) / 16.0
+    h = fit(x, x[:2], epochs=1, hidden=(4,), z_dim=2, likelihood="categorical", levels=17,
+            log=lambda s: None).history
+    assert "heldout_log_px" not in h[0]
+
+
+@pytest.mark.parametrize("options, needle", [
+    (dict(z_dim=3, track_exact="yes"), "track_exact yes needs z_dim 1 or 2"),
+    (dict(z_dim=2, track_exact="always"), "track_exact"),
+])
+def test_track_exact_bad_values_name_the_option(tmp_path, options, needle):
+    with pytest.raises(ValueError, match=needle):
+        train(out=str(tmp_path / "run"), epochs=1, log=lambda s: None, **options)
+    assert not (tmp_path / "run").exists()
+
+
+def test_track_exact_yes_needs_held_out_data():
+    from minivae.train import fit
+    x = np.random.default_rng(0).uniform(size=(20, 5))
+    with pytest.raises(ValueError, match="held-out"):
+        fit(x, epochs=1, hidden=(4,), z_dim=2, track_exact="yes", log=lambda s: None)
+
+
+def test_track_exact_at_its_grid_cap_records_that_it_did_not_converge(tmp_path, monkeypatch):
+    """A posterior too narrow for TRACK_MAX_POINTS points: the epoch is recorded, flagged, without a warning."""
+    import warnings
+
+    import minivae.train
+    monkeypatch.setattr(minivae.train, "TRACK_MAX_POINTS", 400)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        h = train(out=str(tmp_path), epochs=1, hidden=(8,), z_dim=2, log=lambda s: None).history
+    assert h[0]["exact_converged"] is False and np.isfinite(h[0]["heldout_log_px"])
+
+
+def test_track_exact_converges_on_the_digits(tmp_path):
+    h = train(out=str(tmp_path), epochs=1, hidden=(8,), z_dim=2, log=lambda s: None).history
+    assert h[0]["exact_converged"] is True
