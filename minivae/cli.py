@@ -131,12 +131,14 @@ EVALUATE_ROWS = [       # (key, label): each estimate prints with its standard e
     ("kl", "  KL(q(z|x) || p(z)) (rate)"), ("bits_per_dim", "negative ELBO, bits per dimension"),
     ("neg_iw_bound", "negative L_k, k = {k} (a bound in expectation)"),
     ("neg_log_px", "-log p(x) (quadrature)"), ("quadrature_neg_elbo", "negative ELBO (quadrature)"),
+    ("sampled_neg_elbo", "negative ELBO (sampled, 100 draws)"),
     ("posterior_gap", "log p(x) - ELBO = KL(q(z|x) || p(z|x))"),
     ("quadrature_error", "  quadrature error of log p(x)"), ("elbo_quadrature_error", "  quadrature error of the ELBO"),
     ("grid_points", "  grid points"), ("quadrature_converged", "  converged to tol"),
     ("exact_skipped", "-log p(x) (quadrature): skipped"),
     ("active_units", "active units (Var_x E_q[z_j] > 0.01)"),
     ("mutual_information", "I_q(x; z) (mean of {samples} draws)"), ("marginal_kl", "KL(q(z) || p(z))"),
+    ("surgery_skipped", "ELBO surgery: skipped"),
     ("true_neg_log_px", "-log p(x) of the true model"),
 ]
 

@@ -12,7 +12,7 @@ from .data import BINARIZE_MODES, DATASETS
 from .layers import ACTIVATIONS
 from .likelihoods import SIGMA_MIN
 from .optim import OPTIMIZERS
-from .parts import LIKELIHOODS, PRIORS, check_likelihood_options
+from .parts import DECODERS, LIKELIHOODS, POSTERIORS, PRIORS, check_likelihood_options
 
 FIXED, MAY_CHANGE = "fixed", "may change"      # what a field may do when a run is resumed
 ARRAYS = "arrays"                               # the dataset of a run trained by fit() on the caller's arrays
@@ -46,13 +46,25 @@ class TrainConfig:
                                          "+ exp(raw) (the likelihood is unbounded without it)")
     levels: int = option(256, "categorical: intensity levels L, level = round(x (L - 1)); 17 for the digits, 256 "
                               "for 8-bit images")
+    decoder: str = option("mlp", "p(x|z)'s network: mlp (the likelihood's head on the decoder's features) or made "
+                                 "(autoregressive over the pixels, a MADE reading the decoder's features in every "
+                                 "layer; bernoulli only)")
+    made_hidden: tuple = option((400, 400), "hidden layer sizes of --decoder made, comma-separated",
+                                flag_type="hidden")
     beta: float = option(1.0, "weight on the KL term (beta-VAE; 1: the ELBO)", MAY_CHANGE)
     kl_warmup_epochs: int = option(0, "the KL weight rises linearly, step by step, from --kl-warmup-start to "
                                       "--beta over this many epochs (0: no warm-up)")
     kl_warmup_start: float = option(0.0, "the KL weight of the first step of a warm-up")
+    free_bits: float = option(0.0, "free bits: the batch's mean KL is charged only above this many nats (Kingma "
+                                   "et al. 2016, the whole code one group); 0: off; needs --iw-samples 1")
     iw_samples: int = option(1, "K > 1: train on the importance-weighted bound L_K with K samples per example")
-    prior: str = option("normal", "p(z): normal (N(0, I)) or mog (a learned mixture of Gaussians)")
+    prior: str = option("normal", "p(z): normal (N(0, I)), mog (a learned mixture of Gaussians) or vamp (the "
+                                  "VampPrior: q(z|x)'s mixture over --pseudo-inputs learned inputs)")
     prior_components: int = option(10, "mixture components of --prior mog")
+    pseudo_inputs: int = option(50, "learned pseudo-inputs of --prior vamp")
+    posterior: str = option("diagonal", "q(z|x): diagonal (a Gaussian with diagonal covariance) or flow (that "
+                                        "Gaussian through --flow-steps planar flow steps)")
+    flow_steps: int = option(4, "planar steps K of --posterior flow")
     seed: int = option(0, "seed of the initial weights, the data order and the noise (independent streams)")
     device: str = option("cpu", f"where to train: {', '.join(DEVICES)} (CuPy; array-api-strict)", MAY_CHANGE)
     dtype: str = option("float32", "float32 or float64")
@@ -86,19 +98,33 @@ class TrainConfig:
             dtype = dtype_name(c.dtype)
         except TypeError:
             dtype = c.dtype
-        c = dataclasses.replace(c, hidden=tuple(check_int(h, "hidden", 1) for h in hidden), dtype=dtype)
+        made_hidden = (c.made_hidden,) if isinstance(c.made_hidden, int) else c.made_hidden
+        if not isinstance(made_hidden, (tuple, list)):
+            raise ValueError(f"made_hidden must be a tuple of layer sizes, got {c.made_hidden!r}")
+        c = dataclasses.replace(c, hidden=tuple(check_int(h, "hidden", 1) for h in hidden), dtype=dtype,
+                                made_hidden=tuple(check_int(h, "made_hidden", 1) for h in made_hidden))
         check_choice(c.dataset, "dataset", DATASETS + (ARRAYS,))
-        for name in ("epochs", "batch_size", "z_dim", "checkpoint_every", "iw_samples", "prior_components"):
+        for name in ("epochs", "batch_size", "z_dim", "checkpoint_every", "iw_samples", "prior_components",
+                     "flow_steps", "pseudo_inputs"):
             check_int(getattr(c, name), name, 1)
         for name in ("seed", "kl_warmup_epochs", "log_every"):
             check_int(getattr(c, name), name, 0)
         check_number(c.lr, "lr", 0.0, strict=True)
         check_number(c.beta, "beta", 0.0)
         check_number(c.kl_warmup_start, "kl_warmup_start", 0.0)
+        check_number(c.free_bits, "free_bits", 0.0)
+        if c.free_bits and c.iw_samples > 1:
+            raise ValueError(f"free_bits applies to the ELBO; with iw_samples {c.iw_samples} the objective is the "
+                             f"importance-weighted bound (use one or the other)")
         check_choice(c.optimizer, "optimizer", OPTIMIZERS)
         check_choice(c.activation, "activation", ACTIVATIONS)
         check_choice(c.prior, "prior", PRIORS)
+        check_choice(c.posterior, "posterior", POSTERIORS)
         check_choice(c.likelihood, "likelihood", LIKELIHOODS)
+        check_choice(c.decoder, "decoder", DECODERS)
+        if c.likelihood not in DECODERS[c.decoder]:
+            raise ValueError(f"decoder {c.decoder!r} offers the likelihoods {', '.join(DECODERS[c.decoder])}; "
+                             f"got likelihood {c.likelihood!r}")
         check_likelihood_options(c.likelihood, c.gaussian_variance, c.sigma, c.sigma_min, c.levels)
         check_choice(c.device, "device", DEVICES)
         check_choice(c.dtype, "dtype", ("float32", "float64"))
@@ -142,7 +168,7 @@ def resumed_config(saved, typed, path):
         if name not in fields:
             raise ValueError(f"{name} is not a training option")
         old = getattr(base, name)
-        new = tuple(value) if name == "hidden" and isinstance(value, (list, tuple)) else value
+        new = tuple(value) if name in ("hidden", "made_hidden") and isinstance(value, (list, tuple)) else value
         if new == old:
             continue
         if fields[name].metadata["on_resume"] == FIXED:

@@ -10,7 +10,8 @@ the ELBO alone measures neither exactly. This module reports, in nats per exampl
 - the importance-weighted bound L_k (Burda et al. 2015), ELBO <= L_k <= log p(x) in expectation, tighter as k
   grows (a single estimate can exceed log p(x));
 - for a latent dimension of 1 or 2, log p(x) itself by quadrature over z, the ELBO on the same grid, and with
-  them the gap log p(x) - ELBO = KL(q(z|x) || p(z|x)) that training shrinks;
+  them the gap log p(x) - ELBO = KL(q(z|x) || p(z|x)) that training shrinks (for a posterior whose density is
+  known only at its own samples, the planar flow, the ELBO of many draws instead, and no ELBO surgery);
 - active units (Burda et al. 2015) and the split of the average KL into the mutual information I_q(x; z) and
   KL(q(z) || p(z)) (Hoffman & Johnson 2016, "ELBO surgery").
 
@@ -203,13 +204,19 @@ def iw_bound(model, x, k=1000, seed=0, batch_size=100, max_rows=None, progress=N
 # ---- log p(x) by quadrature ----------------------------------------------------------------------------------------
 
 def exact_log_px(model, x, radius=10.0, points_per_sigma=3.0, tol=1e-6, max_points=1_000_000, max_elements=None,
-                 progress=None):
+                 progress=None, elbo_samples=100, seed=0):
     """log p(x_n) = log of the integral of p(x_n|z) p(z) over z, by the trapezoid rule on a grid (z_dim 1 or 2),
     and on the same grid, without sampling, for every prior alike,
 
         ELBO_n = E_q(z|x_n)[log p(x_n|z) + log p(z) - log q(z|x_n)] ~ h^Z sum_g q(z_g|x_n) [...](z_g),
 
     and the gap log p(x_n) - ELBO_n = KL(q(z|x_n) || p(z|x_n)).
+
+    log p(x) does not read q. The ELBO on the grid needs q(z_g|x_n) at every grid point, which a posterior has only
+    where ``model.posterior.density_at_any_z`` (the diagonal Gaussian); for one whose density is known at its own
+    samples only (the planar flow: a step has no closed-form inverse) the ELBO is the sampled one instead,
+    ``evaluate_elbo`` with ``elbo_samples`` draws per example from RNG(seed), and "elbo_se" its standard error
+    (then the gap's); "elbo_quadrature_error" is None and the grid is refined for log p(x) alone.
 
     The grid spans the prior's box (``model.prior.quadrature_box``) and every posterior q(z|x_n) out to ``radius``
     standard deviations. Its spacing starts at h = (smallest posterior or prior sigma) / ``points_per_sigma``
@@ -239,15 +246,25 @@ def exact_log_px(model, x, radius=10.0, points_per_sigma=3.0, tol=1e-6, max_poin
     h = max(h, float(np.max(hi - lo)) / max(1, int(max_points ** (1.0 / model.z_dim)) - 1))   # <= max_points
     while True:
         result = _quadrature(model, x, mu, logvar, lo, hi, h, max_elements, progress)
-        error = max(result["quadrature_error"], result["elbo_quadrature_error"])
+        error = max(result["quadrature_error"], result["elbo_quadrature_error"] or 0.0)
         if error <= tol:
-            return {**result, "converged": True}
+            return _sampled_elbo({**result, "converged": True}, model, x, elbo_samples, seed)
         if _grid_size(lo, hi, h / 2) > max_points:
             warnings.warn(f"exact_log_px stopped at its grid cap: {result['grid_points']} grid points (spacing "
                           f"{h:.3g}; the next would exceed max_points={max_points}) with quadrature error "
                           f"{error:.3g} > tol {tol:.3g}", RuntimeWarning, stacklevel=2)
-            return {**result, "converged": False}
+            return _sampled_elbo({**result, "converged": False}, model, x, elbo_samples, seed)
         h /= 2
+
+
+def _sampled_elbo(result, model, x, samples, seed):
+    """The result as it is where q has a density on the grid ("elbo_se" None); else with the sampled ELBO and
+    the gap from it.  derivations/flows.md#evaluating-a-flow"""
+    if model.posterior.density_at_any_z:
+        return {**result, "elbo_se": None}
+    mc = evaluate_elbo(model, x, seed=seed, samples=check_positive_int(samples, "elbo_samples"))
+    return {**result, "elbo": -mc["neg_elbo"], "elbo_se": mc["neg_elbo_se"], "gap": result["log_px"] + mc["neg_elbo"],
+            "per_example_elbo": None}
 
 
 def _grid_size(lo, hi, h):
@@ -283,10 +300,12 @@ def _trapezoid_sums(model, x, mu, logvar, axes, h, max_elements, bar):
     accumulated with logaddexp and sums; in a tile the subgrid is a strided slice. On a product tile, log q is
     the sum of one table (N, t_j) per coordinate: q(z|x) is the diagonal Gaussian, whose log-density is the sum
     of its coordinates' (``model.posterior.log_prob`` of each coordinate alone). Returns a dict of (N,) device
-    arrays.  derivations/evaluation.md#exact-log-likelihood
+    arrays; without the ELBO's sums where q has no density at the grid points (``density_at_any_z`` False).
+    derivations/evaluation.md#exact-log-likelihood
     """
     xp = model.device.xp
     n, z_dim = x.shape[0], model.z_dim
+    with_q = model.posterior.density_at_any_z
     size = max(1, min(max_elements // n, max_elements // _row_elements(model)))
     logsum = {"h": None, "2h": None}
     e_f = {"h": 0.0, "2h": 0.0}
@@ -298,13 +317,20 @@ def _trapezoid_sums(model, x, mu, logvar, axes, h, max_elements, bar):
                       for j, c in enumerate(coords)], axis=1)                       # (G', Z), row-major
         log_joint = model.log_likelihood_grid(x, z, check_input=False) + model.log_prior(z)[None, :]   # (N, G')
         log_joint = xp.reshape(log_joint, (n,) + shape)                             # (N, t_0, .., t_Z-1)
+        sub = (slice(None),) + tuple(slice(t0 % 2, None, 2) for t0, _ in tile)      # even global indices
+        if not with_q:
+            for name, lj in (("h", log_joint), ("2h", log_joint[sub])):
+                count = int(np.prod(lj.shape[1:]))
+                if count:
+                    logsum[name] = _logaddexp(logsum[name], logsumexp(xp.reshape(lj, (n, count)), axis=1))
+            bar.update(z.shape[0])
+            continue
         log_q = 0.0
         for j, c in enumerate(coords):                                               # log q = sum_j table_j
             table = model.posterior.log_prob(c[None, :, None], mu[:, None, j:j + 1], logvar[:, None, j:j + 1])
             log_q = log_q + xp.reshape(table, (n,) + _along(j, z_dim))              # (N, 1, t_j, 1)
         q = xp.exp(log_q)                                                            # (N, t_0, ..): q(z_g|x_n)
         f = xp.where(q > 0.0, q * (log_joint - log_q), 0.0)                        # q [log p(x, z) - log q]
-        sub = (slice(None),) + tuple(slice(t0 % 2, None, 2) for t0, _ in tile)      # even global indices
         for name, lj, fj in (("h", log_joint, f), ("2h", log_joint[sub], f[sub])):
             count = int(np.prod(lj.shape[1:]))
             if count:
@@ -312,8 +338,10 @@ def _trapezoid_sums(model, x, mu, logvar, axes, h, max_elements, bar):
                 e_f[name] = e_f[name] + xp.sum(xp.reshape(fj, (n, count)), axis=1)
         q_mass = q_mass + xp.sum(xp.reshape(q, (n, -1)), axis=1)
         bar.update(z.shape[0])
-    return {"log_px": logsum["h"] + z_dim * math.log(h), "log_px_2h": logsum["2h"] + z_dim * math.log(2.0 * h),
-            "elbo": e_f["h"] * h ** z_dim, "elbo_2h": e_f["2h"] * (2.0 * h) ** z_dim, "q_mass": q_mass * h ** z_dim}
+    sums = {"log_px": logsum["h"] + z_dim * math.log(h), "log_px_2h": logsum["2h"] + z_dim * math.log(2.0 * h)}
+    if with_q:
+        sums.update(elbo=e_f["h"] * h ** z_dim, elbo_2h=e_f["2h"] * (2.0 * h) ** z_dim, q_mass=q_mass * h ** z_dim)
+    return sums
 
 
 def _along(j, z_dim):
@@ -328,12 +356,14 @@ def _quadrature(model, x, mu, logvar, lo, hi, h, max_elements, progress):
     with _bar(progress, points, f"quadrature, h = {h:.3g}", "point") as bar:
         sums = _trapezoid_sums(model, x, mu, logvar, axes, h, max_elements, bar)
     s = {name: to_host(value).astype(np.float64) for name, value in sums.items()}
-    return {"log_px": float(np.mean(s["log_px"])), "elbo": float(np.mean(s["elbo"])),
-            "gap": float(np.mean(s["log_px"] - s["elbo"])),
-            "quadrature_error": float(np.max(np.abs(s["log_px"] - s["log_px_2h"]))),
+    result = {"log_px": float(np.mean(s["log_px"])),
+              "quadrature_error": float(np.max(np.abs(s["log_px"] - s["log_px_2h"]))), "grid_points": points,
+              "grid_spacing": h, "per_example": s["log_px"]}
+    if "elbo" not in s:                                   # q has no density on the grid: _sampled_elbo fills these
+        return {**result, "elbo": None, "gap": None, "elbo_quadrature_error": None, "q_mass_error": None}
+    return {**result, "elbo": float(np.mean(s["elbo"])), "gap": float(np.mean(s["log_px"] - s["elbo"])),
             "elbo_quadrature_error": float(np.max(np.abs(s["elbo"] - s["elbo_2h"]))),
-            "q_mass_error": float(np.max(np.abs(s["q_mass"] - 1.0))), "grid_points": points,
-            "grid_spacing": h, "per_example": s["log_px"], "per_example_elbo": s["elbo"]}
+            "q_mass_error": float(np.max(np.abs(s["q_mass"] - 1.0))), "per_example_elbo": s["elbo"]}
 
 
 # ---- how the latent space is used ----------------------------------------------------------------------------------
@@ -389,10 +419,9 @@ def kl_decomposition(model, x, samples=10, seed=0, max_elements=None, progress=N
     with _bar(progress, samples * len(range(0, n, block)), "ELBO surgery", "block") as bar:
         for _ in range(samples):
             eps = rng.normal((n, model.z_dim), model.device, model.dtype_name)      # (N, Z)
-            z, _ = model.posterior.rsample_forward(mu, logvar, eps)                 # z_n ~ q(z|x_n)
-            log_q_own = model.posterior.log_prob(z, mu, logvar)                      # log q(z_n|x_n), (N,)
+            z, log_q_own, _ = model.posterior.rsample_forward((mu, logvar), eps)   # z_n ~ q(z|x_n), log q(z_n|x_n)
             log_qz = _log_aggregate_posterior(model, z, mu, logvar, block, bar)     # log q(z_n), (N,)
-            kl_n, _ = kl_term.forward(model.params, mu, logvar, z, eps)              # (N,)
+            kl_n, _ = kl_term.forward(model.params, (mu, logvar), z, log_q_own)      # (N,)
             info.append(xp.mean(log_q_own - log_qz))
             kl.append(xp.mean(kl_n))
     info = to_host(xp.stack(info, axis=0)).astype(np.float64)                         # (S,)
@@ -429,12 +458,20 @@ def evaluate_sections(model, x, k=1000, seed=0, exact=None, samples=10, progress
         yield "exact", {"exact_skipped": f"{n} examples x {d} dimensions is hours of quadrature on a CPU; "
                                          f"--exact yes (exact=True) runs it"}
     elif exact if exact is not None else model.z_dim <= 2:
-        ex = exact_log_px(model, x, progress=progress)
-        yield "exact", {"neg_log_px": -ex["log_px"], "quadrature_neg_elbo": -ex["elbo"], "posterior_gap": ex["gap"],
-                        "quadrature_error": ex["quadrature_error"],
-                        "elbo_quadrature_error": ex["elbo_quadrature_error"], "q_mass_error": ex["q_mass_error"],
-                        "grid_points": ex["grid_points"], "quadrature_converged": ex["converged"]}
+        ex = exact_log_px(model, x, progress=progress, seed=seed)
+        neg_elbo = "quadrature_neg_elbo" if ex["elbo_se"] is None else "sampled_neg_elbo"
+        section = {"neg_log_px": -ex["log_px"], neg_elbo: -ex["elbo"], f"{neg_elbo}_se": ex["elbo_se"],
+                   "posterior_gap": ex["gap"], "posterior_gap_se": ex["elbo_se"],
+                   "quadrature_error": ex["quadrature_error"], "elbo_quadrature_error": ex["elbo_quadrature_error"],
+                   "q_mass_error": ex["q_mass_error"], "grid_points": ex["grid_points"],
+                   "quadrature_converged": ex["converged"]}
+        yield "exact", {k: v for k, v in section.items() if v is not None or k.endswith("_se")}  # a sampled ELBO
+        #   has no quadrature error
     yield "active_units", {"active_units": active_units(model, x)["active_units"]}
+    if not model.posterior.density_at_any_z:
+        yield "surgery", {"surgery_skipped": "the posterior's density is known at its own samples only; the split "
+                                             "needs log q(z|x_m) at every other example's codes"}
+        return
     dec = kl_decomposition(model, x, samples=samples, seed=seed, progress=progress)
     yield "surgery", {key: dec[key] for key in ("mutual_information", "mutual_information_se", "marginal_kl",
                                                 "marginal_kl_se")}

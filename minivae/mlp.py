@@ -31,8 +31,12 @@ class Dense:
         return linear_forward(x, params[self.name + ".W"], params[self.name + ".b"])
 
     def backward(self, dy, cache, grads, need_dx=True):
-        """Writes grads["<name>.W"], grads["<name>.b"]; returns dx (None when ``need_dx`` is False)."""
-        dx, grads[self.name + ".W"], grads[self.name + ".b"] = linear_backward(dy, cache, need_dx=need_dx)
+        """Writes grads["<name>.W"], grads["<name>.b"], or adds to them where another use of the same layer wrote
+        them first (the VampPrior runs the encoder on its pseudo-inputs too: derivations/prior.md#vampprior-backward);
+        returns dx (None when ``need_dx`` is False)."""
+        dx, dW, db = linear_backward(dy, cache, need_dx=need_dx)
+        for key, g in ((self.name + ".W", dW), (self.name + ".b", db)):
+            grads[key] = grads[key] + g if key in grads else g                  # two uses: their gradients add
         return dx
 
 

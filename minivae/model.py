@@ -1,12 +1,14 @@
 """The variational autoencoder (Kingma & Welling 2013), composed of parts (minivae/parts/): an MLP encoder
-whose features give the approximate posterior q(z|x) = N(mu, diag sigma^2), a prior p(z) (N(0, I), or a
-learned mixture: ``prior="mog"``), and an MLP decoder whose features give the likelihood p(x|z) (Bernoulli,
-Gaussian or categorical). With K noises eps per example, z = mu + sigma * eps, training minimises
+whose features give the approximate posterior q(z|x) (N(mu, diag sigma^2), or that Gaussian pushed through K
+planar flow steps: ``posterior="flow"``), a prior p(z) (N(0, I), or a learned mixture: ``prior="mog"``), and an
+MLP decoder whose features give the likelihood p(x|z) (Bernoulli, Gaussian or categorical). With K noises eps
+per example, z = mu + sigma * eps (then the flow, if any), training minimises
 
     ELBO(beta):  mean_{i,n} [ -log p(x_n | z_in) + beta * KL(q(z|x_n) || p(z)) ]       (K = 1: Kingma & Welling)
     IWBound:     -mean_n log (1/K) sum_i w_in,  log w_in = log p(x_n, z_in) - log q(z_in|x_n)   (Burda et al.)
 
-with the KL in closed form where the prior has one and the objective allows it, else at the sample.
+with the KL in closed form where the prior and the posterior have one and the objective allows it, else at the
+sample, log q(z|x) - log p(z).
 ``loss_and_grads`` computes either and its gradient by hand, in the order the chain rule runs: one chain for
 every objective. Derivation: derivations/elbo.md#whole-model-backward (its step numbers are the comments
 below), derivations/objectives.md, derivations/prior.md. Tests: tests/test_model.py.
@@ -15,10 +17,13 @@ Parameters live in one dict ``model.params`` (name -> array), each part owning i
 
     enc.{i}.W, enc.{i}.b         hidden layer i of the encoder, W: (D_in, D_out), b: (D_out,)   (mlp.py)
     enc.mu.*, enc.logvar.*       q(z|x)'s heads h -> mu, h -> logvar, (H, Z), (Z,)       (parts/diagonal_gaussian.py)
+    enc.flow.{k}.u/w/b.*         the flow's heads h -> u_k, w_k (H, Z), b_k (H, 1), "flow" only (parts/planar_flow.py)
     dec.{i}.W, dec.{i}.b         hidden layer i of the decoder                                   (mlp.py)
     dec.out.*, dec.logvar(.*)    the likelihood's head(s) and variance          (parts/bernoulli.py, gaussian.py,
                                                                                  categorical.py)
+    dec.made.*                   the autoregressive decoder's layers, "made" only      (parts/made_bernoulli.py)
     prior.logits, .mu, .logvar   the mixture prior's parameters, "mog" only                 (parts/mixture.py)
+    prior.u                      the VampPrior's pseudo-inputs (C, D), "vamp" only                 (parts/vamp.py)
 
 Initialisation (from ``seed``'s "init" stream, minivae/rng.py, on the host, then moved to the device): every
 W ~ N(0, gain^2 / D_in) with gain sqrt(2) for relu and 1 otherwise (LeCun / He); every bias 0; dec.logvar = 0;
@@ -33,7 +38,7 @@ from .checks import check_batch, check_finite, check_positive_int, check_unit_in
 from .likelihoods import SIGMA_MIN
 from .mlp import MLP
 from .objectives import ELBO
-from .parts import DiagonalGaussian, build_likelihood, build_prior
+from .parts import build_likelihood, build_posterior, build_prior
 from .rng import RNG
 
 
@@ -64,7 +69,8 @@ class VAE:
 
     def __init__(self, x_dim, z_dim, hidden=(400,), activation="tanh", likelihood="bernoulli",
                  dtype="float32", device="cpu", seed=0, *, gaussian_variance="shared", sigma=1.0,
-                 sigma_min=SIGMA_MIN, levels=256, prior="normal", prior_components=10):
+                 sigma_min=SIGMA_MIN, levels=256, prior="normal", prior_components=10, posterior="diagonal",
+                 flow_steps=4, pseudo_inputs=50, decoder="mlp", made_hidden=(400, 400)):
         self.x_dim, self.z_dim = check_positive_int(x_dim, "x_dim"), check_positive_int(z_dim, "z_dim")
         hidden = (hidden,) if isinstance(hidden, (int, np.integer)) else hidden
         self.hidden = tuple(check_positive_int(h, "hidden") for h in hidden)
@@ -72,14 +78,22 @@ class VAE:
         self.dtype_name = dtype_name(dtype)
         self.dtype = self.device.dtype(self.dtype_name)
         self.encoder = MLP("enc", self.x_dim, self.hidden, activation)
-        self.posterior = DiagonalGaussian(self.encoder.out_dim, self.z_dim)
+        self.posterior = build_posterior(posterior, self.encoder.out_dim, self.z_dim,
+                                         check_positive_int(flow_steps, "flow_steps"))
         self.decoder = MLP("dec", self.z_dim, self.hidden, activation)
+        made_hidden = (made_hidden,) if isinstance(made_hidden, (int, np.integer)) else made_hidden
+        made_hidden = tuple(check_positive_int(h, "made_hidden") for h in made_hidden)
         self.likelihood = build_likelihood(likelihood, self.x_dim, self.decoder.out_dim, self.device,
-                                           self.dtype_name, gaussian_variance, sigma, sigma_min, levels)
-        self.prior = build_prior(prior, self.z_dim, check_positive_int(prior_components, "prior_components"))
+                                           self.dtype_name, gaussian_variance, sigma, sigma_min, levels,
+                                           decoder, made_hidden, activation)
+        self.prior = build_prior(prior, self.z_dim, check_positive_int(prior_components, "prior_components"),
+                                 check_positive_int(pseudo_inputs, "pseudo_inputs"), self.x_dim, self.encoder,
+                                 self.posterior)
         self._config = dict(activation=activation, likelihood=likelihood, gaussian_variance=gaussian_variance,
                             sigma=float(sigma), sigma_min=float(sigma_min), levels=int(levels), prior=prior,
-                            prior_components=int(prior_components))
+                            prior_components=int(prior_components), posterior=posterior,
+                            flow_steps=int(flow_steps), pseudo_inputs=int(pseudo_inputs), decoder=decoder,
+                            made_hidden=list(made_hidden))
         rng, gain = RNG(seed, stream="init"), math.sqrt(2.0) if activation == "relu" else 1.0
         self.params = {}
         for part in (self.encoder, self.posterior, self.decoder, self.likelihood, self.prior):
@@ -101,12 +115,12 @@ class VAE:
         k, n = eps.shape[0], x.shape[0]
         # forward, the note's lines in order (derivations/elbo.md#whole-model-backward)
         h, enc_cache = self.encoder.forward(p, x)                                   # (N, H)
-        (mu, logvar), q_cache = self.posterior.forward(p, h)                       # (N, Z) each, logvar clamped
-        mu_k, logvar_k = _rows(mu, k), _rows(logvar, k)                             # (K*N, Z)
+        q, q_cache = self.posterior.forward(p, h)                                  # (mu, logvar[, flow]): (N, .)
+        q_k = tuple(_rows(a, k) for a in q)                                         # (K*N, .) each
         eps_k = xp.reshape(eps, (k * n, self.z_dim))                                # (K*N, Z)
-        z, rep_cache = self.posterior.rsample_forward(mu_k, logvar_k, eps_k)       # z = mu + sigma * eps
-        kl_term = self.prior.kl_term(closed_form_kl)                                # closed form, or at z
-        kl, kl_cache = kl_term.forward(p, mu_k, logvar_k, z, eps_k)                 # (K*N,)
+        z, log_q, rep_cache = self.posterior.rsample_forward(q_k, eps_k)           # z = mu + sigma * eps [, flow]
+        kl_term = self.prior.kl_term(closed_form_kl and self.posterior.closed_form_kl)   # closed form, or at z
+        kl, kl_cache = kl_term.forward(p, q_k, z, log_q)                            # (K*N,)
         h_dec, dec_cache = self.decoder.forward(p, z)                               # (K*N, H)
         nll, nll_cache = self.likelihood.forward(p, h_dec, _rows(x, k))             # (K*N,)
         caches = (enc_cache, q_cache, rep_cache, kl_term, kl_cache, dec_cache, nll_cache)
@@ -139,11 +153,12 @@ class VAE:
         dnll, dkl = xp.reshape(dnll, (-1,)), xp.reshape(dkl, (-1,))                # (K*N,)
         dh_dec = self.likelihood.backward(dnll, nll_cache, grads)                  # Steps 1-2: (K*N, H)
         dz = self.decoder.backward(dh_dec, dec_cache, grads)                        # Step 3: (K*N, Z)
-        dmu_kl, dlogvar_kl, dz_kl = kl_term.backward(dkl, kl_cache, grads)         # Step 4: the KL's paths
-        dmu_z, dlogvar_z = self.posterior.rsample_backward(dz + dz_kl, rep_cache)  # Step 4: z's two consumers add
-        dmu = _sum_rows(dmu_z + dmu_kl, k)                                          # Step 4: mu and logvar feed
-        dlogvar = _sum_rows(dlogvar_z + dlogvar_kl, k)                              #   z and the KL: they add
-        dh = self.posterior.backward(dmu, dlogvar, q_cache, grads)                 # Step 5: (N, H)
+        dmu_kl, dlogvar_kl, dz_kl, dlogq = kl_term.backward(dkl, kl_cache, grads)  # Step 4: the KL's paths (a
+        #   VampPrior writes the encoder's grads here, from its pseudo-inputs; Steps 5-6 add the data's)
+        dq = self.posterior.rsample_backward(dz + dz_kl, dlogq, rep_cache)         # Step 4: z's two consumers add
+        dq = (dq[0] + dmu_kl, dq[1] + dlogvar_kl) + dq[2:]                          # Step 4: mu and logvar feed
+        dq = tuple(_sum_rows(d, k) for d in dq)                                     #   z and the KL: they add
+        dh = self.posterior.backward(dq, q_cache, grads)                           # Step 5: (N, H)
         self.encoder.backward(dh, enc_cache, grads, need_dx=False)                 # Step 6
 
         return loss, grads, {"nll": xp.mean(nll), "kl": xp.mean(kl)}
@@ -152,8 +167,9 @@ class VAE:
 
     def elbo_terms(self, x, eps, check_input=True):
         """Per-example reconstruction NLL -log p(x|z) and KL(q(z|x) || p(z)), both (N,), for noise eps: (N, Z);
-        the KL in closed form for the normal prior, at the sample (log q(z|x) - log p(z)) for the mixture.
-        The ELBO of each example (single-sample estimate) is -(nll + kl).  derivations/elbo.md#the-loss"""
+        the KL in closed form for the normal prior and the diagonal posterior, else at the sample
+        (log q(z|x) - log p(z)). The ELBO of each example (single-sample estimate) is -(nll + kl).
+        derivations/elbo.md#the-loss"""
         eps = self._check_inputs(x, eps, check_input)
         nll, kl, _ = self._forward(x, eps, closed_form_kl=True)
         return nll[0, ...], kl[0, ...]
@@ -167,15 +183,17 @@ class VAE:
         return -(nll + kl)
 
     def encode(self, x):
-        """q(z|x) = N(mu, diag exp(logvar)), logvar clamped as training reads it.  x: (N, D) -> mu, logvar (N, Z)."""
+        """q(z|x) = N(mu, diag exp(logvar)), logvar clamped as training reads it.  x: (N, D) -> mu, logvar (N, Z).
+        With a flow posterior, the Gaussian q_0(z_0|x) the flow starts from."""
         self.check_x(x)
         h, _ = self.encoder.forward(self.params, x)
-        (mu, logvar), _ = self.posterior.forward(self.params, h)
-        return mu, logvar
+        q, _ = self.posterior.forward(self.params, h)
+        return q[0], q[1]
 
     def decode(self, z):
         """The parameters of p(x|z) for codes z: (N, Z): bernoulli {"logits": (N, D)}; categorical
-        {"logits": (N, D, L)}; gaussian {"mean": (N, D), "logvar": after the floor, (), (D,) or (N, D)}."""
+        {"logits": (N, D, L)}; gaussian {"mean": (N, D), "logvar": after the floor, (), (D,) or (N, D)}; the
+        MADE decoder, whose logits depend on x too, {"probs": (N, D)} from its sequential mean pass."""
         return self.likelihood.decode(self.params, self._features(z))
 
     def decoder_mean(self, z):

@@ -77,6 +77,21 @@ SPECS = {
                                 Arg("CZ", (-1e3, 1e3), (-1e3, 1e3)),
                                 Arg("CZ", (-50.0, 50.0), (-50.0, 50.0), (-1.5, 1.5))), (0, 1, 2, 3)),
     "iwae.iw_bound": Spec((Arg("KN", FULL, FULL32, (-6.0, 6.0)),), (0,)),
+    # MADE's masked layer: the mask is a constant (no gradient); any values in [0, 1] exercise the formula
+    "made.masked_linear": Spec((Arg("NA", (-1e3, 1e3), (-1e3, 1e3)), Arg("AB", (-1e3, 1e3), (-1e3, 1e3)),
+                                Arg("AB", kind="unit")), (0, 1)),
+    # planar flows: u_hat divides by ||w||^2, so w stays off 0 (positive in the wide range, |w_j| >= 0.3 in the
+    # moderate one); the log-determinant's domain is w^T u_hat > -1 (what planar_u guarantees), kept here by
+    # u_hat, w >= 0 in the wide range and w^T u_hat >= -0.6 in the moderate one
+    "flows.planar_u": Spec((Arg("NZ", (-1e3, 1e3), (-1e3, 1e3), (-1.5, 1.5)),
+                            Arg("NZ", (1e-2, 1e3), (1e-2, 1e3), (-1.5, 1.5), avoid=0.3)), (0, 1)),
+    "flows.planar": Spec((Arg("NZ", (-1e3, 1e3), (-1e3, 1e3)), Arg("NZ", (-1e3, 1e3), (-1e3, 1e3)),
+                          Arg("NZ", (-1e3, 1e3), (-1e3, 1e3), (-1.5, 1.5)), Arg("N", (-1e3, 1e3), (-1e3, 1e3))),
+                         (0, 1, 2, 3)),
+    "flows.planar_logdet": Spec((Arg("NZ", (-1e3, 1e3), (-1e3, 1e3), (-2.0, 2.0)),
+                                 Arg("NZ", (0.0, 1e3), (0.0, 1e3), (-0.1, 1.0)),
+                                 Arg("NZ", (0.0, 1e3), (0.0, 1e3), (0.2, 1.5)),
+                                 Arg("N", (-1e3, 1e3), (-1e3, 1e3), (-2.0, 2.0))), (0, 1, 2, 3)),
 }
 # The Gaussian's residuals stay within +-1e3 and its logvar where (2e3)^2 exp(-logvar) stays finite.
 _X = Arg("ND", (-1e3, 1e3), (-1e3, 1e3), (-2.0, 2.0))

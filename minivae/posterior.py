@@ -81,6 +81,9 @@ def posterior_grid(model, x, points=201):
     if model.z_dim not in (1, 2):
         raise ValueError(f"the posterior picture needs z_dim 1 or 2 (a grid over z); this model has z_dim "
                          f"{model.z_dim}")
+    if not model.posterior.density_at_any_z:
+        raise ValueError("the posterior picture draws q(z|x) on a grid, which needs its density at any z; this "
+                         "model's posterior (a planar flow) has it only at its own samples")
     if isinstance(points, bool) or not isinstance(points, (int, np.integer)) or points < 3:
         raise ValueError(f"points must be an integer >= 3, got {points!r}")
     ex = exact_log_px(model, x)

@@ -172,7 +172,9 @@ def _run(config, data, log, folder, ckpt=None, resume=None, changes=None):
     model = VAE(data.x_train.shape[1], config.z_dim, config.hidden, config.activation, config.likelihood,
                 dtype=config.dtype, device=device, seed=config.seed, prior=config.prior,
                 prior_components=config.prior_components, gaussian_variance=config.gaussian_variance,
-                sigma=config.sigma, sigma_min=config.sigma_min, levels=config.levels)
+                sigma=config.sigma, sigma_min=config.sigma_min, levels=config.levels, posterior=config.posterior,
+                flow_steps=config.flow_steps, pseudo_inputs=config.pseudo_inputs, decoder=config.decoder,
+                made_hidden=config.made_hidden)
     optimizer = OPTIMIZERS[config.optimizer](model.params, lr=config.lr)
     rng = RNG(config.seed, stream="train")                       # independent of the weights' "init" stream
     progress = Progress()
@@ -252,13 +254,15 @@ def _objective(config, epoch, step, steps_per_epoch):
     """This step's objective: the KL weight is a pure function of (epoch, step), so a resumed run uses the
     weights of a run never interrupted."""
     weight = kl_weight(epoch, step, steps_per_epoch, config.beta, config.kl_warmup_epochs, config.kl_warmup_start)
-    return IWBound(weight) if config.iw_samples > 1 else ELBO(weight)
+    return IWBound(weight) if config.iw_samples > 1 else ELBO(weight, free_bits=config.free_bits)
 
 
 def _loss_name(config, weight):
     """What the training loss of an epoch is, for the log: -ELBO, -L_K, or the weighted sum it really is."""
     if config.iw_samples > 1:
         return f"-L_{config.iw_samples}" + ("" if weight == 1.0 else f" (kl weight {weight:.3g})")
+    if config.free_bits:
+        return f"loss (nll + {weight:.3g} max({config.free_bits:g}, kl))"
     return "-ELBO" if weight == 1.0 else f"loss (nll + {weight:.3g} kl)"
 
 
@@ -342,7 +346,8 @@ def _progress_bar(config, steps, p):
 
 def _saver(config, model, optimizer, rng, p, data, folder):
     """save(mid_epoch): writes the checkpoint and metrics.json into ``folder`` (nothing when it is None)."""
-    config_dict = {**dataclasses.asdict(config), "hidden": list(config.hidden)}
+    config_dict = {**dataclasses.asdict(config), "hidden": list(config.hidden),
+                   "made_hidden": list(config.made_hidden)}
 
     def save(mid_epoch):
         if folder is None:

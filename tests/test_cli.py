@@ -170,7 +170,7 @@ def test_objective_and_prior_flags_train_evaluate_sample_and_resume(tmp_path, ca
     assert main(["sample", ckpt, "--n", "4", "--out", str(tmp_path / "s.png")]) == 0
     assert (tmp_path / "s.png").exists()
     capsys.readouterr()
-    assert main(["train", "--epochs", "1", "--out", str(tmp_path / "bad"), "--prior", "vamp"]) == 2
+    assert main(["train", "--epochs", "1", "--out", str(tmp_path / "bad"), "--prior", "cauchy"]) == 2
     assert "prior must be one of" in capsys.readouterr().err
 
 
@@ -241,3 +241,59 @@ def test_a_picture_named_jpg_is_refused_before_any_work(tmp_path, capsys):
     capsys.readouterr()
     assert main(["sample", str(tmp_path / "run" / "checkpoint.npz"), "--out", str(tmp_path / "s.jpg")]) == 2
     assert "must be a .png file" in capsys.readouterr().err and not (tmp_path / "s.jpg").exists()
+
+
+@pytest.mark.parametrize("flags", [["--posterior", "flow", "--flow-steps", "2"],
+                                   ["--prior", "vamp", "--pseudo-inputs", "4"]], ids=["flow", "vamp"])
+def test_relaxation_flags_train_evaluate_and_sample(tmp_path, capsys, flags):
+    """--posterior flow --flow-steps and --prior vamp --pseudo-inputs (derivations/flows.md, prior.md) reach the
+    run and its checkpoint; evaluate at z_dim 2 prints the exact log p(x) and the gap (for the flow from the
+    sampled ELBO, with its standard error, and without the ELBO surgery); sample draws from the prior."""
+    from minivae.checkpoint import load_checkpoint
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "1", "--hidden", "8", "--z-dim", "2", "--out", str(out)] + flags) == 0
+    ckpt = str(out / "checkpoint.npz")
+    saved = load_checkpoint(ckpt)["model"]
+    given = dict(zip(flags[::2], flags[1::2]))
+    assert {k: saved[k] for k in ("posterior", "flow_steps", "prior", "pseudo_inputs")} == {
+        "posterior": given.get("--posterior", "diagonal"), "flow_steps": int(given.get("--flow-steps", 4)),
+        "prior": given.get("--prior", "normal"), "pseudo_inputs": int(given.get("--pseudo-inputs", 50))}
+    capsys.readouterr()
+    assert main(["evaluate", ckpt, "--k", "20", "--json", str(tmp_path / "r.json")]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert np.isfinite(result["posterior_gap"]) and "-log p(x) (quadrature)" in printed
+    assert ("posterior_gap_se" in result and result["posterior_gap_se"] is not None) == ("flow" in flags)
+    assert ("surgery_skipped" in result) == ("flow" in flags)
+    assert main(["sample", ckpt, "--n", "4", "--out", str(tmp_path / "s.png")]) == 0
+
+
+@pytest.mark.parametrize("flags, needle", [(["--flow-steps", "0"], "flow_steps"),
+                                           (["--posterior", "iaf"], "posterior"),
+                                           (["--pseudo-inputs", "0"], "pseudo_inputs"),
+                                           (["--free-bits", "-1"], "free_bits"),
+                                           (["--free-bits", "2", "--iw-samples", "2"], "free_bits")])
+def test_bad_relaxation_options_one_line(tmp_path, capsys, flags, needle):
+    assert main(["train", *SMALL, *flags, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_made_decoder_trains_evaluates_and_samples(tmp_path, capsys):
+    """--decoder made --made-hidden reach the run and its checkpoint; evaluate (without the quadrature, one MADE
+    pass per example and grid point) and sample (D passes) run from it."""
+    from minivae.checkpoint import load_checkpoint
+    out = tmp_path / "run"
+    assert main(["train", *SMALL, "--decoder", "made", "--made-hidden", "70,70", "--out", str(out)]) == 0
+    ckpt = str(out / "checkpoint.npz")
+    saved = load_checkpoint(ckpt)["model"]
+    assert (saved["decoder"], list(saved["made_hidden"])) == ("made", [70, 70])
+    assert main(["evaluate", ckpt, "--k", "20", "--exact", "no", "--json", str(tmp_path / "r.json")]) == 0
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert np.isfinite(result["neg_iw_bound"]) and result["neg_iw_bound"] < result["neg_elbo"] + 1.0
+    assert main(["sample", ckpt, "--n", "4", "--out", str(tmp_path / "s.png")]) == 0
+    capsys.readouterr()
+    assert main(["train", *SMALL, "--decoder", "made", "--likelihood", "gaussian", "--out", str(tmp_path / "g")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "decoder" in err[0] and not (tmp_path / "g").exists()

@@ -39,8 +39,8 @@ PKG_DIR = ROOT / "minivae"
 TESTS_DIR = ROOT / "tests"
 
 NOTES = ("README", "elbo", "linear", "activations", "reparameterization", "kl", "likelihoods", "adam", "gradcheck",
-         "evaluation", "objectives", "prior", "assumptions")
-OP_MODULES = ("layers", "reparam", "kl", "likelihoods", "prior", "iwae")
+         "evaluation", "objectives", "prior", "assumptions", "flows", "made")
+OP_MODULES = ("layers", "reparam", "kl", "likelihoods", "prior", "iwae", "flows", "made")
 # Anchors that code, notes or the brief rely on, note by note.
 REQUIRED_ANCHORS = {
     "README": {"reading-order", "notation"},
@@ -58,10 +58,16 @@ REQUIRED_ANCHORS = {
     "evaluation": {"elbo", "importance-weighted-bound", "log-sum-exp", "exact-log-likelihood", "active-units",
                    "elbo-surgery"},
     "objectives": {"the-beta-weighted-objective", "kl-warm-up", "the-importance-weighted-bound",
-                   "importance-weighted-forward", "importance-weighted-backward", "reduction-to-the-elbo"},
+                   "importance-weighted-forward", "importance-weighted-backward", "reduction-to-the-elbo",
+                   "free-bits"},
     "assumptions": {"the-table"},
+    "made": {"which-assumption-it-relaxes", "masked-linear", "masks", "forward", "backward", "sampling",
+             "a-decoder-that-can-ignore-z"},
+    "flows": {"which-assumption-it-relaxes", "one-step-forward", "one-step-backward", "log-determinant-forward",
+              "log-determinant-backward", "the-invertible-u", "the-posterior", "evaluating-a-flow"},
     "prior": {"standard-normal", "parameters", "mixture-forward", "mixture-backward", "log-q-at-a-sample",
-              "sampled-kl", "sampling-the-mixture", "evaluation-with-a-mixture-prior"},
+              "sampled-kl", "sampling-the-mixture", "evaluation-with-a-mixture-prior", "vampprior",
+              "which-assumption-the-vampprior-relaxes", "vampprior-backward"},
 }
 
 CODE_REF = re.compile(r"`minivae/(?P<module>[\w/]+)\.py: (?P<names>[^`]+)`")

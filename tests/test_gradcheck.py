@@ -117,8 +117,8 @@ def test_gradcheck_command_fails_on_a_broken_model_backward(capsys, monkeypatch)
     real = ClosedFormKL.backward
 
     def broken(self, dkl, cache, grads):
-        dmu, dlogvar, dz = real(self, dkl, cache, grads)
-        return 1.0001 * dmu, dlogvar, dz
+        dmu, dlogvar, dz, dlogq = real(self, dkl, cache, grads)
+        return 1.0001 * dmu, dlogvar, dz, dlogq
     monkeypatch.setattr(ClosedFormKL, "backward", broken)
     status, rows, _ = gradcheck_table(capsys, ("gradcheck", "--only", "model "))
     assert status == 1

@@ -88,7 +88,7 @@ def test_discrete_and_unit_interval():
 @pytest.mark.parametrize("build, message", [
     (lambda: parts.build_likelihood("poisson", 4, 3, None, "float64", "shared", 1.0, 1e-3, 256),
      "likelihood must be one of bernoulli, gaussian, categorical; got 'poisson'"),
-    (lambda: parts.build_prior("vamp", 2, 10), "prior must be one of normal, mog; got 'vamp'"),
+    (lambda: parts.build_prior("cauchy", 2, 10), "prior must be one of normal, mog, vamp; got 'cauchy'"),
     (lambda: parts.check_likelihood_options("bernoulli", "diagonal", 1.0, 1e-3, 256), "gaussian_variance"),
     (lambda: parts.check_likelihood_options("bernoulli", "shared", -1.0, 1e-3, 256), "sigma must be"),
     (lambda: parts.check_likelihood_options("bernoulli", "shared", 1.0, 1e-3, 1), "levels must be"),
