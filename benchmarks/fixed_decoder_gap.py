@@ -5,7 +5,7 @@ EPOCHS epochs of Adam (lr 1e-3, batches of 64, the "train" noise stream of seed 
 flow of K steps. log p(x) is then the same for every encoder; the gap log p(x) - ELBO on the held-out digits
 compares the posterior families on one p(x, z). Prints and writes a JSON of the held-out numbers.
 
-    python experiments/fixed_decoder_gap.py CHECKPOINT K EPOCHS OUT.json
+    python benchmarks/fixed_decoder_gap.py CHECKPOINT K EPOCHS OUT.json
 """
 import json
 import sys
