@@ -1,11 +1,18 @@
 """Helpers for the whole-model gradient checks of the parts added with the flow posterior, the VampPrior and
-the MADE decoder: perturbed weights, a batch, every parameter's gradient against finite differences, and a
+the MADE decoder: the architectures, perturbed weights, a batch, every parameter's gradient against finite differences, and a
 five-point finite-difference reference for losses with gradient entries near the central-difference roundoff
 floor (~ulp(loss) / h)."""
 import numpy as np
 
 from minivae.backend import to_host
 from minivae.gradcheck import numerical_gradient, rel_error
+
+# the architectures the new parts are checked on: linear, one hidden layer, two hidden layers with a Gaussian
+CONFIGS = [
+    dict(x_dim=5, z_dim=2, hidden=(), activation="tanh", likelihood="bernoulli"),
+    dict(x_dim=6, z_dim=3, hidden=(4,), activation="tanh", likelihood="bernoulli"),
+    dict(x_dim=4, z_dim=2, hidden=(5, 3), activation="softplus", likelihood="gaussian"),
+]
 
 
 def perturb(model, seed=4):

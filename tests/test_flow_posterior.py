@@ -12,13 +12,7 @@ from minivae.evaluate import evaluate_sections, exact_log_px
 from minivae.model import VAE
 from minivae.objectives import ELBO, IWBound
 
-from _fd import batch, gradcheck_all, perturb
-
-CONFIGS = [
-    dict(x_dim=5, z_dim=2, hidden=(), activation="tanh", likelihood="bernoulli"),
-    dict(x_dim=6, z_dim=3, hidden=(4,), activation="tanh", likelihood="bernoulli"),
-    dict(x_dim=4, z_dim=2, hidden=(5, 3), activation="softplus", likelihood="gaussian"),
-]
+from _fd import CONFIGS, batch, gradcheck_all, perturb
 
 
 def flow_model(config, steps, prior="normal", device="cpu"):

@@ -11,16 +11,10 @@ import scipy.stats
 from minivae.backend import to_host
 from minivae.evaluate import exact_log_px
 from minivae.gradcheck import numerical_gradient, rel_error
-
-from _fd import batch, gradcheck_all, perturb
 from minivae.model import VAE
 from minivae.objectives import ELBO, IWBound
 
-CONFIGS = [
-    dict(x_dim=5, z_dim=2, hidden=(), activation="tanh", likelihood="bernoulli"),
-    dict(x_dim=6, z_dim=3, hidden=(4,), activation="tanh", likelihood="bernoulli"),
-    dict(x_dim=4, z_dim=2, hidden=(5, 3), activation="softplus", likelihood="gaussian"),
-]
+from _fd import CONFIGS, batch, gradcheck_all, perturb
 
 
 def vamp_model(config, pseudo_inputs=3, device="cpu", **kwargs):
