@@ -8,6 +8,8 @@ or kernel launches (CuPy) the same arithmetic takes.
 
     adam_update    the Adam update of one parameter, in place (plain: minivae.optim.adam_update)
                    NumPy: ufuncs with ``out=``, no temporary arrays; CuPy: one fused ElementwiseKernel
+    adam_update_many  the same for every parameter of a step at once (plain: adam_update on each): NumPy only,
+                   the elements of all parameters split once over the cores
     bernoulli_nll  the Bernoulli NLL's forward and backward as a pair (plain: minivae.likelihoods'
                    bernoulli_nll_forward / _backward): NumPy: the forward keeps sigmoid(a) so the backward takes
                    two passes instead of nine, every pass into preallocated arrays, the rows split over the cores
@@ -50,15 +52,35 @@ def lookup(name, *arrays):
 def _adam_update_numpy(p, g, m, v, b1, b2, step_size, sqrt_bc2, eps, scratch):
     """minivae.optim.adam_update with NumPy's ``out=``: the same update, written into ``scratch`` (an array like
     ``p``) instead of fresh temporaries: eleven passes over memory and no allocation, a large parameter split over
-    the cores (``_on_row_blocks`` on its flattened elements). The two bias corrections are folded into host
-    scalars, step_size m / (sqrt(v) / c + eps) = (step_size c) m / (sqrt(v) + eps c) with c = sqrt_bc2, which
-    saves a pass.   derivations/adam.md#update"""
-    if p.ndim == 0 or not all(a.flags.c_contiguous for a in (p, g, m, v, scratch)):
-        _adam_block(p, g, m, v, scratch, b1, b2, step_size, sqrt_bc2, eps)
-        return
-    flat = [a.reshape(-1) for a in (p, g, m, v, scratch)]              # views: the updates land in p, m, v
-    _on_row_blocks(lambda i, j: _adam_block(*(a[i:j] for a in flat), b1, b2, step_size, sqrt_bc2, eps),
-                   p.size, p.size)
+    the cores. The two bias corrections are folded into host scalars,
+    step_size m / (sqrt(v) / c + eps) = (step_size c) m / (sqrt(v) + eps c) with c = sqrt_bc2, which saves a pass.
+    derivations/adam.md#update"""
+    _adam_update_many_numpy([(p, g, m, v, scratch)], b1, b2, step_size, sqrt_bc2, eps)
+
+
+def _adam_update_many_numpy(slots, b1, b2, step_size, sqrt_bc2, eps):
+    """The update of every parameter at once: ``slots`` is a list of (p, g, m, v, scratch). The elements of all
+    parameters, end to end, are split into one block per thread (``_on_row_blocks``), so a step hands work to the
+    other cores once, not once per parameter, and small parameters (biases, the 20-wide heads) share the blocks.
+    Each element sees exactly ``_adam_block``'s arithmetic, whichever block it falls in."""
+    flat, whole, offsets, total = [], [], [], 0
+    for arrays in slots:
+        if arrays[0].ndim == 0 or not all(a.flags.c_contiguous for a in arrays):
+            whole.append(arrays)                         # a 0-d or strided parameter: updated as it is
+            continue
+        flat.append([a.reshape(-1) for a in arrays])     # views: the updates land in p, m, v
+        offsets.append(total)
+        total += arrays[0].size
+    for arrays in whole:
+        _adam_block(*arrays, b1, b2, step_size, sqrt_bc2, eps)
+
+    def block(start, stop):                              # [start, stop) of the parameters' elements end to end
+        for arrays, offset in zip(flat, offsets, strict=True):
+            lo, hi = max(start - offset, 0), min(stop - offset, arrays[0].size)
+            if lo < hi:
+                _adam_block(*(a[lo:hi] for a in arrays), b1, b2, step_size, sqrt_bc2, eps)
+
+    _on_row_blocks(block, total, total)
 
 
 def _adam_block(p, g, m, v, scratch, b1, b2, step_size, sqrt_bc2, eps):
@@ -188,6 +210,7 @@ def _bernoulli_nll_backward_numpy(dnll, cache):
 
 _KERNELS = {
     ("numpy", "adam_update"): _adam_update_numpy,
+    ("numpy", "adam_update_many"): _adam_update_many_numpy,
     ("cupy", "adam_update"): _adam_update_cupy,
     ("numpy", "bernoulli_nll"): (_bernoulli_nll_forward_numpy, _bernoulli_nll_backward_numpy),
 }

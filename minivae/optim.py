@@ -76,6 +76,7 @@ class Adam:
         v <- beta2 v + (1 - beta2) g^2
         theta <- theta - lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
 
+    and every ``FLUSH_EVERY`` steps the subnormal elements of m and v are set to zero (``flush_subnormals``).
     derivations/adam.md#update
     """
 
@@ -99,13 +100,23 @@ class Adam:
         b1, b2 = self.beta1, self.beta2
         step_size = self.lr / (1.0 - b1 ** self.t)            # lr / (1 - beta1^t): host floats, no transfer
         sqrt_bc2 = math.sqrt(1.0 - b2 ** self.t)               # sqrt(1 - beta2^t)
-        for k, p in self.params.items():
-            args = (p, grads[k], self.m[k], self.v[k], b1, b2, step_size, sqrt_bc2, self.eps)
-            fast = kernels.lookup("adam_update", p)        # the same update in fewer passes (minivae/kernels.py)
-            if fast is not None:
-                fast(*args, self._scratch(k))
-            else:
-                adam_update(*args)
+        first = next(iter(self.params.values()))
+        every = kernels.lookup("adam_update_many", first)     # all parameters in one kernel call (NumPy)
+        if every is not None:
+            every([(p, grads[k], self.m[k], self.v[k], self._scratch(k)) for k, p in self.params.items()],
+                  b1, b2, step_size, sqrt_bc2, self.eps)
+        else:
+            for k, p in self.params.items():
+                args = (p, grads[k], self.m[k], self.v[k], b1, b2, step_size, sqrt_bc2, self.eps)
+                fast = kernels.lookup("adam_update", p)    # the same update in fewer passes (minivae/kernels.py)
+                if fast is not None:
+                    fast(*args, self._scratch(k))
+                else:
+                    adam_update(*args)
+        if self.t % FLUSH_EVERY == 0:
+            for k in self.params:
+                flush_subnormals(self.m[k])
+                flush_subnormals(self.v[k])
 
     def _scratch(self, k):
         """A work array like parameter ``k``, made once: where a kernel writes its intermediates."""
@@ -136,6 +147,21 @@ def adam_update(p, g, m, v, b1, b2, step_size, sqrt_bc2, eps, scratch=None):
     v *= b2
     v += (1.0 - b2) * (g * g)                              # v = beta2 v + (1 - beta2) g^2
     p -= step_size * m / (xp.sqrt(v) / sqrt_bc2 + eps)     # theta -= lr m_hat / (sqrt(v_hat) + eps)
+
+
+FLUSH_EVERY = 100     # steps between flushes of Adam's subnormal moments
+
+
+def flush_subnormals(a):
+    """Set the elements of ``a`` below the smallest normal number of its dtype in magnitude (the subnormals) to
+    zero, in place. Where a gradient stays zero (a dead unit, a pixel that is always black), m decays as beta1^t
+    and, in float32, reaches the subnormals in ~800 steps and stays there: 0.9 times a few units of the last place
+    rounds back to itself. Arithmetic on subnormals is slow on many CPUs. Flushing them moves a parameter by at most
+    lr 1.2e-38 / eps (1.2e-33 at the defaults), far below float32's resolution of any parameter.
+    derivations/adam.md#subnormal-moments"""
+    xp = array_namespace(a)
+    tiny = xp.finfo(a.dtype).smallest_normal
+    a[...] = xp.where(xp.abs(a) < tiny, xp.zeros_like(a), a)
 
 
 def _load_slots(opt, state, name, slots):

@@ -64,6 +64,36 @@ def test_lookup_finds_a_kernel_only_where_one_exists(monkeypatch):
     assert kernels.lookup("adam_update", np.zeros(2)) is None
 
 
+@pytest.mark.parametrize("blocks", [1, 2, 3])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_adam_update_many_equals_plain_update_of_each(monkeypatch, dtype, blocks):
+    """adam_update_many (every parameter of a step in one call, their elements end to end split into blocks)
+    against adam_update on each parameter: the block bounds fall inside parameters and across them, a 0-d and a
+    strided parameter are updated whole, and every element gets the same update."""
+    monkeypatch.setattr(kernels, "THREADS", blocks)
+    monkeypatch.setattr(kernels, "PARALLEL_MIN", 1)
+    many = kernels.lookup("adam_update_many", np.zeros(1))
+    assert many is not None
+    device = get_device("cpu")
+    shapes = [(64, 33), (7,), (), (5, 3), (1,)]
+    params = [_adam_args(device, shape, dtype, seed=i) for i, shape in enumerate(shapes)]
+    strided = _adam_args(device, (6, 8), dtype, seed=9)
+    params.append(tuple(a[:, ::2] for a in strided))                         # not C-contiguous
+    fast = [[a.copy() for a in (p, m, v)] for p, g, m, v in params]
+    plain = [[a.copy() for a in (p, m, v)] for p, g, m, v in params]
+    scratch = [np.empty_like(p) for p, _, _, _ in params]
+    for t in range(1, 5):
+        step_size, sqrt_bc2 = 1e-2 / (1 - 0.9 ** t), (1 - 0.999 ** t) ** 0.5
+        many([(f[0], params[i][1], f[1], f[2], scratch[i]) for i, f in enumerate(fast)],
+             0.9, 0.999, step_size, sqrt_bc2, 1e-8)
+        for i, q in enumerate(plain):
+            adam_update(q[0], params[i][1], q[1], q[2], 0.9, 0.999, step_size, sqrt_bc2, 1e-8)
+    for i, (f, q) in enumerate(zip(fast, plain, strict=True)):
+        assert np.all(f[0] != params[i][0])                                   # every element moved
+        for a, b, name in zip(f, q, ("p", "m", "v"), strict=True):
+            np.testing.assert_allclose(a, b, rtol=TOL[dtype], atol=TOL[dtype], err_msg=f"{name} of parameter {i}")
+
+
 def test_adam_with_and_without_kernels_agree(monkeypatch, rng):
     """The optimizer as a whole: kernels on and off give the same parameters after several steps, and the
     kernel path allocates its scratch arrays once."""

@@ -93,3 +93,32 @@ def test_bad_learning_rate_names_lr(lr):
         Adam({"p": np.ones(2)}, lr=lr)
     with pytest.raises(ValueError, match="lr"):
         SGD({"p": np.ones(2)}, lr=lr)
+
+
+@pytest.mark.parametrize("device_name", ["cpu", "strict"])
+@pytest.mark.parametrize("kernels_on", [True, False])
+def test_adam_flushes_subnormal_moments(monkeypatch, device_name, kernels_on):
+    """A weight whose gradient turns zero (a dead unit, an always-black pixel): in float32 its m decays as 0.9^t
+    into the subnormals and sticks there (0.9 x 4 units of the last place rounds back to 4 units), so every later
+    step does arithmetic on subnormals. Adam flushes m and v every FLUSH_EVERY steps: at that step the subnormal
+    elements become exactly 0, the normal ones are untouched, and the parameter of the flushed m does not move."""
+    from minivae import kernels, optim
+    from minivae.backend import get_device
+    monkeypatch.setattr(kernels, "ENABLED", kernels_on)
+    device = get_device(device_name)
+    tiny, unit = np.finfo(np.float32).smallest_normal, np.float32(2.0**-149)
+    p = device.asarray(np.ones(3, np.float32))
+    opt = Adam({"w": p})
+    zero = device.asarray(np.zeros(3, np.float32))
+    opt.step({"w": device.asarray(np.array([1e-3, 1e-3, 0.0], np.float32))})         # t = 1
+    opt.m["w"][...] = device.asarray(np.array([4 * unit, 1e-3, 0.0], np.float32))      # m[0]: 4 units, stuck
+    opt.v["w"][...] = device.asarray(np.array([1e-3, 1e-3, 3 * tiny / 4], np.float32))  # v[2]: subnormal
+    for _ in range(optim.FLUSH_EVERY - 2):         # t = 2 .. FLUSH_EVERY - 1: no flush yet
+        opt.step({"w": zero})
+    assert to_host(opt.m["w"])[0] == 4 * unit      # 0.9^98 times it is still itself: stuck without a flush
+    p_before = to_host(p).copy()
+    opt.step({"w": zero})                          # t = FLUSH_EVERY: the update, then the flush
+    m, v = to_host(opt.m["w"]), to_host(opt.v["w"])
+    assert m[0] == 0.0 and v[2] == 0.0             # the subnormals are gone
+    assert m[1] > tiny and v[0] > tiny and v[1] > tiny  # the normal elements are not
+    assert to_host(p)[0] == p_before[0]            # the flushed m moved nothing
