@@ -7,9 +7,11 @@ minivae against PyTorch eager and against the GEMM floor, over batch sizes and h
 Method (see benchmarks/RESULTS.md):
 - Each runtime runs in its own worker process: NumPy-side contenders (minivae, the GEMM floor) in one, PyTorch in
   another (CuPy and PyTorch CUDA likewise on a GPU), so that an idle BLAS or OpenMP worker left spinning by one
-  runtime cannot share a process with the other. When the parent switches from one process to another it
-  waits ``--settle`` seconds first (longer than OpenBLAS's and libgomp's spin before they sleep), so a spinning
-  worker of the previous process cannot steal a core from the next one. benchmarks/bench_isolation.py measures
+  runtime cannot share a process with the other. Before every turn the parent waits ``--settle`` seconds
+  (longer than OpenBLAS's and libgomp's spin before they sleep), so a worker left spinning by the previous turn
+  cannot steal a core from the next one: not only across processes, but within one too, since minivae's step
+  runs its BLAS on one thread per row block while the GEMM floor and the plain step use the BLAS's own threads
+  (which spin for about 0.1 s after their last call). benchmarks/bench_isolation.py measures
   what happens without these precautions.
 - Threads are pinned in every worker (threadpoolctl for the BLAS and OpenMP pools, torch.set_num_threads) and
   printed. Each contender is warmed up; then ``--rounds`` rounds alternate the contenders (the order rotates
@@ -285,11 +287,11 @@ def measure(workers, batch, hidden, args, device):
         for w in order:
             names = [n for n in w.contenders if n in found]
             names = names[k % len(names):] + names[:k % len(names)]
-            if last is not None and last is not w:
-                time.sleep(args.settle)                 # let the previous process's pools go to sleep
             for n in names:
+                if last is not None:
+                    time.sleep(args.settle)             # let the previous turn's pools go to sleep
                 this[n] = w.call(cmd="run", name=n, reps=reps[n])       # {"times": [...], "page_faults": ...}
-            last = w
+                last = w
         load = meter.stop()
         k += 1
         last_discarded = load is not None and load > args.quiet and discarded < args.rounds
@@ -398,7 +400,7 @@ def parse_args(argv):
     p.add_argument("--turn", type=float, default=None, help="seconds of steps per contender per round (default 0.08)")
     p.add_argument("--warmup", type=float, default=None, help="seconds of warm-up per contender (default 0.3)")
     p.add_argument("--settle", type=float, default=None,
-                   help="seconds to wait when switching worker processes (default 0.3)")
+                   help="seconds to wait before every turn (default 0.3)")
     p.add_argument("--quiet", type=float, default=None,
                    help="a round during which other processes used more than this share of the CPUs is discarded "
                         "and run again after a wait for quiet (default 0.05; 1 turns the check off)")
@@ -456,7 +458,7 @@ def main(argv=None):
     results = {"meta": {"date": datetime.date.today().isoformat(), "load_average_before": load_average(),
                         "git": git_state(), "threads": args.threads, "rounds": args.rounds, "turn_s": args.turn,
                         "warmup_s": args.warmup, "settle_s": args.settle, "quick": args.quick,
-                        "isolation": "one worker process per runtime; settle pause when switching processes",
+                        "isolation": "one worker process per runtime; settle pause before every turn",
                         "malloc": args.malloc, "quiet": args.quiet,
                         "env": {k: os.environ.get(k) for k in ("OPENBLAS_THREAD_TIMEOUT", "OMP_WAIT_POLICY",
                                                                 "GOMP_SPINCOUNT", "MINIVAE_KERNELS")},

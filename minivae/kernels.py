@@ -14,6 +14,12 @@ or kernel launches (CuPy) the same arithmetic takes.
                    bernoulli_nll_forward / _backward): NumPy: the forward keeps sigmoid(a) so the backward takes
                    two passes instead of nine, every pass into preallocated arrays, the rows split over the cores
 
+    loss_and_grads the whole forward and backward of a step (plain: VAE.loss_and_grads' chain, ``_chain``) on row
+                   blocks of the batch, one per core, each with one BLAS thread, their gradients added: NumPy,
+                   objectives that are a mean of per-example terms (``objective.per_example``)
+    terms          the forward alone (plain: VAE._forward's nll and kl, for elbo_terms and log_weights) on row
+                   blocks the same way, the blocks' terms joined: NumPy
+
 ``THREADS`` (the environment variable ``MINIVAE_THREADS``; default: the cores the process may use, at most 4)
 is how many row blocks the NumPy kernels split large arrays into, run at once on a small thread pool.
 
@@ -26,9 +32,11 @@ top of the heap goes back to the system and the next step page-faults it in agai
 reference model, about 3,800 faults and 15 MB per step). It is process-wide, so an application calls it (a
 training command), never a library import.
 """
+import contextlib
 import ctypes
 import os
 import sys
+import threading
 
 import numpy as np
 
@@ -137,19 +145,34 @@ _POOL = None
 def _on_row_blocks(fn, n_rows, n_elements):
     """Call ``fn(start, stop)`` on row blocks of ``range(n_rows)``: one block per thread of ``THREADS`` when the
     work is large enough, else one. NumPy releases the GIL inside its ufuncs, so the blocks run at once."""
-    global _POOL
     blocks = THREADS if n_elements >= PARALLEL_MIN and n_rows >= THREADS else 1
-    bounds = [n_rows * i // blocks for i in range(blocks + 1)]
-    if blocks == 1:
-        fn(0, n_rows)
-        return
+    _on_blocks(fn, [n_rows * i // blocks for i in range(blocks + 1)])
+
+
+_INSIDE = threading.local()  # .block: this thread runs one block already: what it calls stays on it
+
+
+def _on_blocks(fn, bounds):
+    """``[fn(bounds[i], bounds[i + 1]) for each i]``, the first block on the calling thread, the others on the pool
+    at once. Inside a block everything runs on its own thread: a nested split would wait for a pool thread that is
+    busy with the outer one's block."""
+    global _POOL
+    if len(bounds) == 2 or getattr(_INSIDE, "block", False):
+        return [fn(bounds[i], bounds[i + 1]) for i in range(len(bounds) - 1)]
     if _POOL is None:
         from concurrent.futures import ThreadPoolExecutor
         _POOL = ThreadPoolExecutor(THREADS - 1, thread_name_prefix="minivae-rows")
-    futures = [_POOL.submit(fn, bounds[i], bounds[i + 1]) for i in range(1, blocks)]
-    fn(bounds[0], bounds[1])                             # the calling thread takes the first block
-    for f in futures:
-        f.result()
+
+    def inside(i, j):
+        _INSIDE.block = True
+        try:
+            return fn(i, j)
+        finally:
+            _INSIDE.block = False
+
+    futures = [_POOL.submit(inside, bounds[i], bounds[i + 1]) for i in range(1, len(bounds) - 1)]
+    first = inside(bounds[0], bounds[1])                 # the calling thread takes the first block
+    return [first] + [f.result() for f in futures]
 
 
 def _bernoulli_nll_forward_numpy(x, logits):
@@ -208,10 +231,89 @@ def _bernoulli_nll_backward_numpy(dnll, cache):
     return out
 
 
+# ---- the whole step on row blocks ----------------------------------------------------------------------------
+
+ROWS_MIN = 48                # rows per block below which a batch stays whole (measured: benchmarks/RESULTS.md)
+
+
+class _Share:
+    """An objective's loss and upstream gradients times ``weight``: a block of n_b of the batch's N rows, reduced
+    by a per-example mean over its own rows, carries weight n_b / N of the batch's loss and gradient."""
+
+    def __init__(self, objective, weight):
+        self.objective, self.weight = objective, weight
+        self.closed_form_kl = objective.closed_form_kl
+
+    def forward(self, nll, kl):
+        loss, cache = self.objective.forward(nll, kl)
+        return loss * self.weight, cache
+
+    def backward(self, cache):
+        dnll, dkl = self.objective.backward(cache)
+        return dnll * self.weight, dkl * self.weight
+
+
+def _loss_and_grads_numpy(chain, x, eps, objective):
+    """VAE.loss_and_grads on row blocks: ``chain(x_b, eps_b, share_b)`` (the model's one chain, forward and backward)
+    on one block of rows per thread at once, each with one BLAS thread, then the blocks' gradients added. For a loss
+    that is a mean of per-example terms, L = sum_b (n_b / N) L_b, and so are its gradient and the stats; every
+    matrix product and every elementwise pass of the step then runs on all cores (NumPy's elementwise work alone
+    uses one), and no BLAS thread spins beside them. Equal to the chain on the whole batch up to the order of
+    the sums (tests/test_kernels.py). eps: (K, N, Z), split on N."""
+    n = x.shape[0]
+    blocks = min(THREADS, n // ROWS_MIN)
+    if blocks < 2 or not getattr(objective, "per_example", False) or getattr(_INSIDE, "block", False):
+        return chain(x, eps, objective)
+    bounds = [n * i // blocks for i in range(blocks + 1)]
+    with _one_blas_thread():
+        parts = _on_blocks(lambda i, j: chain(x[i:j], eps[:, i:j], _Share(objective, (j - i) / n)), bounds)
+    weights = [(j - i) / n for i, j in zip(bounds[:-1], bounds[1:])]
+    loss, grads, _ = parts[0]                            # loss and grads came weighted out of _Share
+    for part_loss, part_grads, _ in parts[1:]:
+        loss = loss + part_loss
+        for k, g in part_grads.items():
+            grads[k] += g
+    stats = {k: sum(w * stats[k] for w, (_, _, stats) in zip(weights, parts, strict=True)) for k in parts[0][2]}
+    return loss, grads, stats
+
+
+def _terms_numpy(forward, x, eps):
+    """The model's forward terms on row blocks: ``forward(x_b, eps_b) -> (nll_b, kl_b)``, (K, n_b) each, on one
+    block of rows per thread at once, each with one BLAS thread, joined along the examples. Every example's terms
+    are computed exactly as on the whole batch (a row of a matrix product does not depend on the other rows'
+    count in exact arithmetic; BLAS may block it differently, so the last bits can differ). eps: (K, N, Z)."""
+    n = x.shape[0]
+    blocks = min(THREADS, n // ROWS_MIN)
+    if blocks < 2 or getattr(_INSIDE, "block", False):
+        return forward(x, eps)
+    bounds = [n * i // blocks for i in range(blocks + 1)]
+    with _one_blas_thread():
+        parts = _on_blocks(lambda i, j: forward(x[i:j], eps[:, i:j]), bounds)
+    return tuple(np.concatenate([part[t] for part in parts], axis=1) for t in range(2))
+
+
+_BLAS = None
+
+
+def _one_blas_thread():
+    """threadpoolctl's limit of the BLAS to one thread (while the row blocks run), or nothing where threadpoolctl
+    is missing. The controller (a scan of the loaded libraries) is made once."""
+    global _BLAS
+    if _BLAS is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+            _BLAS = ThreadpoolController().select(user_api="blas")
+        except ImportError:
+            _BLAS = False
+    return _BLAS.limit(limits=1) if _BLAS else contextlib.nullcontext()
+
+
 _KERNELS = {
     ("numpy", "adam_update"): _adam_update_numpy,
     ("numpy", "adam_update_many"): _adam_update_many_numpy,
     ("cupy", "adam_update"): _adam_update_cupy,
+    ("numpy", "loss_and_grads"): _loss_and_grads_numpy,
+    ("numpy", "terms"): _terms_numpy,
     ("numpy", "bernoulli_nll"): (_bernoulli_nll_forward_numpy, _bernoulli_nll_backward_numpy),
 }
 

@@ -33,6 +33,7 @@ import math
 
 import numpy as np
 
+from . import kernels
 from .backend import array_namespace, dtype_name, get_device
 from .checks import check_batch, check_finite, check_positive_int, check_unit_interval, is_host
 from .likelihoods import SIGMA_MIN
@@ -142,6 +143,11 @@ class VAE:
         if not all(hasattr(objective, a) for a in ("forward", "backward", "closed_form_kl")):
             raise ValueError(f"objective must be an objectives.ELBO or objectives.IWBound, got {objective!r}")
         eps = self._check_inputs(x, eps, check_input)                               # (K, N, Z)
+        rows = kernels.lookup("loss_and_grads", x)    # the same chain on row blocks, one per core (kernels.py)
+        return self._chain(x, eps, objective) if rows is None else rows(self._chain, x, eps, objective)
+
+    def _chain(self, x, eps, objective):
+        """loss_and_grads on checked inputs, eps: (K, N, Z): the forward, then the backward in the note's steps."""
         xp, k = array_namespace(x), eps.shape[0]
         nll, kl, caches = self._forward(x, eps, objective.closed_form_kl)          # (K, N) each
         enc_cache, q_cache, rep_cache, kl_term, kl_cache, dec_cache, nll_cache = caches
@@ -171,7 +177,7 @@ class VAE:
         (log q(z|x) - log p(z)). The ELBO of each example (single-sample estimate) is -(nll + kl).
         derivations/elbo.md#the-loss"""
         eps = self._check_inputs(x, eps, check_input)
-        nll, kl, _ = self._forward(x, eps, closed_form_kl=True)
+        nll, kl = self._terms(x, eps, closed_form_kl=True)
         return nll[0, ...], kl[0, ...]
 
     def log_weights(self, x, eps, check_input=True):
@@ -179,8 +185,15 @@ class VAE:
         x: (N, D) and eps: (K, N, Z): the terms of the importance-weighted bound, the same forward that training
         runs.  derivations/evaluation.md#importance-weighted-bound"""
         eps = self._check_inputs(x, eps, check_input)
-        nll, kl, _ = self._forward(x, eps, closed_form_kl=False)
+        nll, kl = self._terms(x, eps, closed_form_kl=False)
         return -(nll + kl)
+
+    def _terms(self, x, eps, closed_form_kl):
+        """nll and kl, (K, N) each, of the forward alone (no caches kept), on row blocks where a kernel does that
+        (minivae/kernels.py)."""
+        forward = lambda xb, eb: self._forward(xb, eb, closed_form_kl)[:2]      # noqa: E731
+        rows = kernels.lookup("terms", x)
+        return forward(x, eps) if rows is None else rows(forward, x, eps)
 
     def encode(self, x):
         """q(z|x) = N(mu, diag exp(logvar)), logvar clamped as training reads it.  x: (N, D) -> mu, logvar (N, Z).

@@ -42,6 +42,11 @@ class ELBO:
         self.beta = _check_beta(beta)
         self.free_bits = check_number(free_bits, "free_bits", 0.0)
 
+    @property
+    def per_example(self):
+        """True when the loss is a mean of per-example terms (no free bits: their floor is on the batch's mean)."""
+        return not self.free_bits
+
     def __repr__(self):
         return f"ELBO(beta={self.beta:g}" + (f", free_bits={self.free_bits:g})" if self.free_bits else ")")
 
@@ -68,6 +73,7 @@ class IWBound:
     with the KL sampled).  derivations/objectives.md#importance-weighted-backward"""
 
     closed_form_kl = False         # log w needs log q - log p at each sample
+    per_example = True             # -mean_n L_n: a mean of per-example terms
 
     def __init__(self, beta=1.0):
         self.beta = _check_beta(beta)

@@ -115,6 +115,101 @@ def test_adam_with_and_without_kernels_agree(monkeypatch, rng):
         np.testing.assert_allclose(results[True][k], results[False][k], rtol=1e-13, atol=1e-15)
 
 
+ROW_CONFIGS = {
+    "bernoulli-relu": dict(hidden=(8,), activation="relu", likelihood="bernoulli"),
+    "gaussian-per-element": dict(hidden=(6,), activation="tanh", likelihood="gaussian",
+                                 gaussian_variance="per-element"),
+    "categorical": dict(hidden=(5,), activation="softplus", likelihood="categorical", levels=4),
+    "flow-vamp": dict(hidden=(6,), activation="tanh", likelihood="bernoulli", posterior="flow", flow_steps=2,
+                      prior="vamp", pseudo_inputs=3),
+    "made-mog": dict(hidden=(6,), activation="tanh", likelihood="bernoulli", decoder="made", made_hidden=(9,),
+                     prior="mog", prior_components=3),
+}
+
+
+@pytest.mark.parametrize("blocks", [2, 3])
+@pytest.mark.parametrize("objective", ["elbo", "elbo-beta", "iw3"])
+@pytest.mark.parametrize("config", list(ROW_CONFIGS), ids=list(ROW_CONFIGS))
+def test_loss_and_grads_on_row_blocks_equals_the_whole_batch(monkeypatch, config, objective, blocks):
+    """The step's kernel (the chain on row blocks, one per thread, gradients added) against the chain on the whole
+    batch, for every kind of part: the loss, every gradient and the stats agree to float64 rounding, and the
+    kernel really split the batch (its chain ran once per block, on blocks of the batch's rows)."""
+    from minivae.model import VAE
+    from minivae.objectives import ELBO, IWBound
+    model = VAE(7, 2, dtype="float64", seed=1, **ROW_CONFIGS[config])
+    r = np.random.default_rng(2)
+    for p in model.params.values():
+        p += 0.3 * r.standard_normal(p.shape)            # off the initial values: every term is exercised
+    n, k = 23, 3 if objective == "iw3" else 1
+    x = r.integers(0, 4, size=(n, 7)) / 3.0 if config == "categorical" else r.uniform(size=(n, 7))
+    eps = r.standard_normal((k, n, 2))
+    obj = {"elbo": ELBO(), "elbo-beta": ELBO(beta=0.4), "iw3": IWBound(beta=0.7)}[objective]
+    monkeypatch.setattr(kernels, "ENABLED", False)
+    loss0, grads0, stats0 = model.loss_and_grads(x, eps, obj)
+    monkeypatch.setattr(kernels, "ENABLED", True)
+    monkeypatch.setattr(kernels, "THREADS", blocks)
+    monkeypatch.setattr(kernels, "ROWS_MIN", 1)
+    seen = []
+    chain = model._chain
+    monkeypatch.setattr(model, "_chain", lambda xb, eb, o: seen.append(xb.shape[0]) or chain(xb, eb, o))
+    loss1, grads1, stats1 = model.loss_and_grads(x, eps, obj)
+    assert sorted(seen) == sorted(n * (i + 1) // blocks - n * i // blocks for i in range(blocks))
+    np.testing.assert_allclose(loss1, loss0, rtol=1e-13)
+    for key in ("nll", "kl"):
+        np.testing.assert_allclose(stats1[key], stats0[key], rtol=1e-13, err_msg=key)
+    assert set(grads1) == set(grads0)
+    for name in grads0:
+        np.testing.assert_allclose(grads1[name], grads0[name], rtol=1e-11, atol=1e-13 * np.abs(grads0[name]).max(),
+                                   err_msg=name)
+
+
+@pytest.mark.parametrize("config", list(ROW_CONFIGS), ids=list(ROW_CONFIGS))
+def test_forward_terms_on_row_blocks_equal_the_whole_batch(monkeypatch, config):
+    """elbo_terms and log_weights (evaluation's forward) on row blocks against the whole batch: every example's
+    terms agree to float64 rounding and come back in the batch's order."""
+    from minivae.model import VAE
+    model = VAE(7, 2, dtype="float64", seed=1, **ROW_CONFIGS[config])
+    r = np.random.default_rng(4)
+    n = 19
+    x = r.integers(0, 4, size=(n, 7)) / 3.0 if config == "categorical" else r.uniform(size=(n, 7))
+    eps1, eps3 = r.standard_normal((n, 2)), r.standard_normal((3, n, 2))
+    monkeypatch.setattr(kernels, "ENABLED", False)
+    whole = model.elbo_terms(x, eps1), model.log_weights(x, eps3)
+    monkeypatch.setattr(kernels, "ENABLED", True)
+    monkeypatch.setattr(kernels, "THREADS", 3)
+    monkeypatch.setattr(kernels, "ROWS_MIN", 1)
+    seen = []
+    forward = model._forward
+    monkeypatch.setattr(model, "_forward", lambda xb, eb, c: seen.append(xb.shape[0]) or forward(xb, eb, c))
+    blocks = model.elbo_terms(x, eps1), model.log_weights(x, eps3)
+    assert sorted(seen) == [6, 6, 6, 6, 7, 7]        # both calls split into three blocks
+    for a, b, name in zip(blocks[0], whole[0], ("nll", "kl"), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-13, err_msg=name)
+    np.testing.assert_allclose(blocks[1], whole[1], rtol=1e-13)
+
+
+def test_loss_and_grads_keeps_a_batch_coupled_objective_whole(monkeypatch):
+    """Free bits charge the batch's mean KL above a floor: not a mean of per-example terms, so the kernel runs
+    the chain once on the whole batch; and a batch below ROWS_MIN rows per block stays whole too."""
+    from minivae.model import VAE
+    from minivae.objectives import ELBO
+    model = VAE(7, 2, hidden=(5,), dtype="float64", seed=1)
+    r = np.random.default_rng(3)
+    x, eps = r.uniform(size=(40, 7)), r.standard_normal((40, 2))
+    monkeypatch.setattr(kernels, "THREADS", 2)
+    seen = []
+    chain = model._chain
+    monkeypatch.setattr(model, "_chain", lambda xb, eb, o: seen.append(xb.shape[0]) or chain(xb, eb, o))
+    monkeypatch.setattr(kernels, "ROWS_MIN", 1)
+    model.loss_and_grads(x, eps, ELBO(free_bits=0.5))
+    assert seen == [40]
+    model.loss_and_grads(x, eps, ELBO())
+    assert sorted(seen[1:]) == [20, 20]
+    monkeypatch.setattr(kernels, "ROWS_MIN", 21)
+    model.loss_and_grads(x, eps, ELBO())
+    assert seen[3:] == [40]
+
+
 def test_retain_freed_memory_stops_page_faults_between_steps():
     """In a fresh process: after retain_freed_memory(), freeing and re-allocating the same large arrays (as every
     training step does) costs no new page faults. Linux with glibc only."""
