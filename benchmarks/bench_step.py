@@ -409,7 +409,8 @@ def parse_args(argv):
                    help="glibc's allocator in every worker: its defaults, or 'retain' (MALLOC_TRIM_THRESHOLD_ 256 MiB, "
                         "MALLOC_MMAP_THRESHOLD_ 32 MiB, what minivae.kernels.retain_freed_memory sets: freed memory "
                         "is kept for reuse instead of going back to the system and being page-faulted in again at "
-                        "the next step)")
+                        "the next step). minivae's first NumPy kernel applies the same setting in either case, as "
+                        "it does in any program, unless MINIVAE_MALLOC=default is in the environment")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="threads per runtime (default: all cores)")
     p.add_argument("--device", choices=("cpu", "gpu", "all"), default="all",
                    help="cpu, gpu, or all (the GPU only where CuPy and a CUDA GPU are usable)")

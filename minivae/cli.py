@@ -111,10 +111,8 @@ def _train(args):
     import numpy as np
 
     from .config import TrainConfig
-    from .kernels import retain_freed_memory
     from .plots import plot_loss_curves
     from .train import train
-    retain_freed_memory()           # reuse freed step memory instead of page-faulting it in every step (glibc)
     typed = typed_options(args)     # exactly the options typed, a default's value included
     with np.errstate(over="ignore", invalid="ignore"):    # a non-finite loss is caught and reported by train
         if args.resume:

@@ -26,11 +26,12 @@ is how many row blocks the NumPy kernels split large arrays into, run at once on
 ``ENABLED = False`` (or the environment variable ``MINIVAE_KERNELS=0``) turns every kernel off, so that the
 plain path runs everywhere: the benchmark uses it to measure what the kernels gain.
 
-Not a kernel, but the same kind of switch: ``retain_freed_memory()`` asks glibc's malloc to keep freed memory for
-reuse. A NumPy training step allocates and frees its activations every step; with glibc's defaults the freed
+Not a kernel, but part of the fast NumPy path: ``retain_freed_memory()`` asks glibc's malloc to keep freed memory
+for reuse. A NumPy training step allocates and frees its activations every step; with glibc's defaults the freed
 top of the heap goes back to the system and the next step page-faults it in again (at batch 2048 on the
-reference model, about 3,800 faults and 15 MB per step). It is process-wide, so an application calls it (a
-training command), never a library import.
+reference model, about 3,800 faults and 15 MB per step, measured earlier; 770 with the row blocks). The first
+NumPy kernel to run applies it, once, so a program that uses minivae as a library gets it too (importing
+minivae changes nothing); ``MINIVAE_MALLOC=default`` leaves glibc's allocator as it is.
 """
 import contextlib
 import ctypes
@@ -52,7 +53,10 @@ def lookup(name, *arrays):
     if not ENABLED:
         return None
     xp = array_namespace(*arrays)
-    return _KERNELS.get((xp.__name__, name))
+    kernel = _KERNELS.get((xp.__name__, name))
+    if kernel is not None and xp.__name__ == "numpy" and not _RETAINED:
+        _retain_once()
+    return kernel
 
 
 # ---- Adam ----------------------------------------------------------------------------------------------------
@@ -321,6 +325,15 @@ _KERNELS = {
 # ---- the allocator ---------------------------------------------------------------------------------------------
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3          # glibc's mallopt parameters (malloc.h)
+_RETAINED = False
+
+
+def _retain_once():
+    """retain_freed_memory() the first time a NumPy kernel is looked up, unless MINIVAE_MALLOC=default."""
+    global _RETAINED
+    _RETAINED = True
+    if os.environ.get("MINIVAE_MALLOC", "retain") != "default":
+        retain_freed_memory()
 
 
 def retain_freed_memory(trim_threshold=256 * 2**20, mmap_threshold=32 * 2**20):

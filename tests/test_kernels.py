@@ -234,6 +234,42 @@ def test_retain_freed_memory_stops_page_faults_between_steps():
     assert int(out[1]) < 100, out          # without it: about 6 x 1,500 faults per step
 
 
+
+@pytest.mark.parametrize("malloc", ["retain", "default"])
+def test_a_library_step_does_not_page_fault(malloc):
+    """In a fresh process that uses minivae as a library (no command, no allocator call of its own): after a
+    warm-up, training steps at batch 1024 on the reference model page-fault nothing, because the first NumPy
+    kernel applied retain_freed_memory(); with MINIVAE_MALLOC=default glibc's defaults stay and the same steps
+    fault thousands of times (the check can fail). Linux with glibc only."""
+    import os
+    import subprocess
+    import sys
+    if not sys.platform.startswith("linux"):
+        pytest.skip("glibc's mallopt is Linux-only")
+    code = (
+        "import resource, numpy as np\n"
+        "from minivae.model import VAE\n"
+        "from minivae.optim import Adam\n"
+        "m = VAE(784, 20, hidden=(400,), activation='relu', dtype='float32')\n"
+        "opt = Adam(m.params)\n"
+        "r = np.random.default_rng(0)\n"
+        "x, eps = r.random((1024, 784), dtype=np.float32), r.standard_normal((1024, 20), dtype=np.float32)\n"
+        "def step():\n"
+        "    loss, grads, _ = m.loss_and_grads(x, eps)\n"
+        "    opt.step(grads)\n"
+        "for _ in range(3): step()\n"
+        "f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+        "for _ in range(5): step()\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    env["MINIVAE_MALLOC"] = malloc
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    faults = int(out.stdout.split()[-1])
+    if malloc == "retain":
+        assert faults < 100, out.stdout        # five steps
+    else:
+        assert faults > 1000, out.stdout       # glibc's defaults: the freed top of the heap is faulted in again
+
 # ---- the Bernoulli NLL pair -----------------------------------------------------------------------------------
 
 def _bernoulli_case(n, dtype, binary, seed=0):
