@@ -15,7 +15,9 @@ Method (see benchmarks/RESULTS.md):
   what happens without these precautions.
 - Threads are pinned in every worker (threadpoolctl for the BLAS and OpenMP pools, torch.set_num_threads) and
   printed. Each contender is warmed up; then ``--rounds`` rounds alternate the contenders (the order rotates
-  every round), each turn timing several single steps; the median, the quartiles and the minimum are reported.
+  every round), each turn running untimed steps for ``--lead`` seconds (the pools waking from the settle pause:
+  the scheduler needs ~50 ms to move a woken pool thread off its waker's core) and then timing several single
+  steps; the median, the quartiles and the minimum are reported.
 - On a GPU the device is synchronised before every clock read.
 - Peak memory of one minivae step: the NumPy allocations traced by tracemalloc above what was allocated before
   the step (CuPy: the memory pool's allocations; PyTorch CUDA: max_memory_allocated).
@@ -114,9 +116,12 @@ def worker_main(spec):
             out[name] = {"info": c.info, "estimate_s": statistics.median(steps[len(steps) // 2:])}
         return out
 
-    def run(name, reps):
+    def run(name, reps, lead_s=0.0):
         c = contenders[name]
         times = []
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < lead_s:                # untimed: the pools wake from the settle pause
+            c.run()
         c.sync()
         faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource else 0
         for _ in range(reps):
@@ -135,7 +140,7 @@ def worker_main(spec):
             elif req["cmd"] == "setup":
                 answer({"ok": setup(req["batch"], req["hidden"], req["warmup_s"], req.get("only"))})
             elif req["cmd"] == "run":
-                answer({"ok": run(req["name"], req["reps"])})
+                answer({"ok": run(req["name"], req["reps"], req.get("lead_s", 0.0))})
             elif req["cmd"] == "memory":
                 c = contenders[req["name"]]
                 answer({"ok": {"peak_bytes": c.memory() if c.memory else None,
@@ -290,7 +295,7 @@ def measure(workers, batch, hidden, args, device):
             for n in names:
                 if last is not None:
                     time.sleep(args.settle)             # let the previous turn's pools go to sleep
-                this[n] = w.call(cmd="run", name=n, reps=reps[n])       # {"times": [...], "page_faults": ...}
+                this[n] = w.call(cmd="run", name=n, reps=reps[n], lead_s=args.lead)   # {"times": [...], ...}
                 last = w
         load = meter.stop()
         k += 1
@@ -401,6 +406,11 @@ def parse_args(argv):
     p.add_argument("--warmup", type=float, default=None, help="seconds of warm-up per contender (default 0.3)")
     p.add_argument("--settle", type=float, default=None,
                    help="seconds to wait before every turn (default 0.3)")
+    p.add_argument("--lead", type=float, default=None,
+                   help="seconds of untimed steps at the start of every turn (default 0.06): after the settle pause "
+                        "the scheduler first runs a sleeping pool thread on the core of the thread that woke it and "
+                        "moves it off some 50 ms later, so the first steps of a turn measure that, not training, "
+                        "which runs its steps back to back (RESULTS.md, the turn's first steps)")
     p.add_argument("--quiet", type=float, default=None,
                    help="a round during which other processes used more than this share of the CPUs is discarded "
                         "and run again after a wait for quiet (default 0.05; 1 turns the check off)")
@@ -428,7 +438,7 @@ def parse_args(argv):
     a = p.parse_args(argv)
     quick = a.quick
     defaults = dict(quiet=1.0 if quick else 0.05, rounds=2 if quick else 7, turn=0.005 if quick else 0.08, warmup=0.0 if quick else 0.3,
-                    settle=0.0 if quick else 0.3, width_batch=16 if quick else 128,
+                    settle=0.0 if quick else 0.3, lead=0.0 if quick else 0.06, width_batch=16 if quick else 128,
                     widths=[16, 32] if quick else [100, 200, 400, 800, 1600])
     for k, v in defaults.items():
         if getattr(a, k) is None:
@@ -458,7 +468,7 @@ def main(argv=None):
 
     results = {"meta": {"date": datetime.date.today().isoformat(), "load_average_before": load_average(),
                         "git": git_state(), "threads": args.threads, "rounds": args.rounds, "turn_s": args.turn,
-                        "warmup_s": args.warmup, "settle_s": args.settle, "quick": args.quick,
+                        "warmup_s": args.warmup, "settle_s": args.settle, "lead_s": args.lead, "quick": args.quick,
                         "isolation": "one worker process per runtime; settle pause before every turn",
                         "malloc": args.malloc, "quiet": args.quiet,
                         "env": {k: os.environ.get(k) for k in ("OPENBLAS_THREAD_TIMEOUT", "OMP_WAIT_POLICY",
