@@ -15,6 +15,7 @@ setup(
         "matplotlib>=3.7",
         "scikit-learn>=1.3",      # only for the handwritten digits it ships
         "tqdm>=4.60",             # progress bars of long evaluations
+        "threadpoolctl>=3",       # one BLAS thread per row block of the NumPy step (minivae/kernels.py)
     ],
     extras_require={
         # CuPy wheels are built per CUDA major version: pick the one for your driver, e.g.
