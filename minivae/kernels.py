@@ -34,6 +34,7 @@ NumPy kernel to run applies it, once, so a program that uses minivae as a librar
 minivae changes nothing); ``MINIVAE_MALLOC=default`` leaves glibc's allocator as it is.
 """
 import contextlib
+import contextvars
 import ctypes
 import os
 import sys
@@ -174,7 +175,9 @@ def _on_blocks(fn, bounds):
         finally:
             _INSIDE.block = False
 
-    futures = [_POOL.submit(inside, bounds[i], bounds[i + 1]) for i in range(1, len(bounds) - 1)]
+    # each block runs in a copy of the caller's context: NumPy's errstate (np.errstate) holds there too
+    futures = [_POOL.submit(contextvars.copy_context().run, inside, bounds[i], bounds[i + 1])
+               for i in range(1, len(bounds) - 1)]
     first = inside(bounds[0], bounds[1])                 # the calling thread takes the first block
     return [first] + [f.result() for f in futures]
 

@@ -188,6 +188,29 @@ def test_forward_terms_on_row_blocks_equal_the_whole_batch(monkeypatch, config):
     np.testing.assert_allclose(blocks[1], whole[1], rtol=1e-13)
 
 
+def test_row_blocks_run_under_the_callers_errstate(monkeypatch):
+    """The blocks on the pool's threads keep the caller's np.errstate: the command runs training under
+    errstate(over="ignore", invalid="ignore") and reports a non-finite loss itself, so an overflow in a block must
+    not print a RuntimeWarning (nor raise under errstate(all="raise"))."""
+    import warnings
+    from minivae.model import VAE
+    model = VAE(7, 2, hidden=(5,), dtype="float32", seed=1)
+    for p in model.params.values():
+        p *= 1e30                                           # the forward overflows
+    r = np.random.default_rng(3)
+    x, eps = r.uniform(size=(40, 7)).astype(np.float32), r.standard_normal((40, 2)).astype(np.float32)
+    monkeypatch.setattr(kernels, "THREADS", 2)
+    monkeypatch.setattr(kernels, "ROWS_MIN", 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                      # a warning on any thread would raise
+        with np.errstate(over="ignore", invalid="ignore"):
+            loss, _, _ = model.loss_and_grads(x, eps)
+            model.elbo_terms(x, eps)
+    assert not np.isfinite(loss)
+    with np.errstate(all="raise"), pytest.raises(FloatingPointError):
+        model.loss_and_grads(x, eps)
+
+
 def test_loss_and_grads_keeps_a_batch_coupled_objective_whole(monkeypatch):
     """Free bits charge the batch's mean KL above a floor: not a mean of per-example terms, so the kernel runs
     the chain once on the whole batch; and a batch below ROWS_MIN rows per block stays whole too."""
