@@ -78,9 +78,9 @@ def worker_main(spec):
         import cupy  # noqa: F401
     try:
         from threadpoolctl import threadpool_limits
-        limiter = threadpool_limits(limits=threads)      # noqa: F841  kept alive: the limits hold while it lives
+        _limits = threadpool_limits(limits=threads)      # kept alive: the limits hold while it lives
     except ImportError:
-        limiter = None                                    # the parent also set the *_NUM_THREADS variables
+        _limits = None                                    # the parent also set the *_NUM_THREADS variables
     dims = spec["dims"]
     contenders = {}
 
@@ -394,7 +394,8 @@ def git_state():
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smoke run: tiny model and sizes, one short round each")
     p.add_argument("--batches", type=lambda s: [int(v) for v in s.split(",")], default=None,
                    help="batch sizes of the main sweep (default 64,128,512,2048; on a GPU also 8192,32768)")
@@ -437,8 +438,8 @@ def parse_args(argv):
     p.add_argument("--worker", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     quick = a.quick
-    defaults = dict(quiet=1.0 if quick else 0.05, rounds=2 if quick else 7, turn=0.005 if quick else 0.08, warmup=0.0 if quick else 0.3,
-                    settle=0.0 if quick else 0.3, lead=0.0 if quick else 0.06, width_batch=16 if quick else 128,
+    defaults = dict(quiet=1.0 if quick else 0.05, rounds=2 if quick else 7, turn=0.005 if quick else 0.08,
+                    warmup=0.0 if quick else 0.3, settle=0.0 if quick else 0.3, lead=0.0 if quick else 0.06, width_batch=16 if quick else 128,
                     widths=[16, 32] if quick else [100, 200, 400, 800, 1600])
     for k, v in defaults.items():
         if getattr(a, k) is None:

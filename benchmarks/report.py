@@ -41,7 +41,8 @@ def tables(res):
     faults = [(k, d["minivae"].get("page_faults_per_step"), d.get("torch-adam", {}).get("page_faults_per_step"))
               for k, d in ((k, rows[k]) for k in order) if "minivae" in d]
     if any(f is not None for _, f, _ in faults):
-        out += ["", "| device | batch | H | page faults per step: minivae | torch-adam |", "| --- | --- | --- | ---: | ---: |"]
+        out += ["", "| device | batch | H | page faults per step: minivae | torch-adam |",
+                "| --- | --- | --- | ---: | ---: |"]
         out += [f"| {k[0]} | {k[1]} | {k[2]} | {f:.0f} | {'' if g is None else f'{g:.0f}'} |" for k, f, g in faults
                 if f is not None]
     return "\n".join(out)
