@@ -13,7 +13,6 @@ or kernel launches (CuPy) the same arithmetic takes.
     bernoulli_nll  the Bernoulli NLL's forward and backward as a pair (plain: minivae.likelihoods'
                    bernoulli_nll_forward / _backward): NumPy: the forward keeps sigmoid(a) so the backward takes
                    two passes instead of nine, every pass into preallocated arrays, the rows split over the cores
-
     loss_and_grads the whole forward and backward of a step (plain: VAE.loss_and_grads' chain, ``_chain``) on row
                    blocks of the batch, one per core, each with one BLAS thread, their gradients added: NumPy,
                    objectives that are a mean of per-example terms (``objective.per_example``)
@@ -240,7 +239,7 @@ def _bernoulli_nll_backward_numpy(dnll, cache):
 
 # ---- the whole step on row blocks ----------------------------------------------------------------------------
 
-ROWS_MIN = 48                # rows per block below which a batch stays whole (measured: benchmarks/RESULTS.md)
+ROWS_MIN = 48                # rows per block below which a batch stays whole (benchmarks/RESULTS.md: 64 whole, 128 split)
 
 
 class _Share:
