@@ -239,7 +239,7 @@ def _bernoulli_nll_backward_numpy(dnll, cache):
 
 # ---- the whole step on row blocks ----------------------------------------------------------------------------
 
-ROWS_MIN = 48                # rows per block below which a batch stays whole (benchmarks/RESULTS.md: 64 whole, 128 split)
+ROWS_MIN = 48       # rows per block below which a batch stays whole (benchmarks/RESULTS.md: 64 whole, 128 split)
 
 
 class _Share:
