@@ -439,7 +439,8 @@ def parse_args(argv):
     a = p.parse_args(argv)
     quick = a.quick
     defaults = dict(quiet=1.0 if quick else 0.05, rounds=2 if quick else 7, turn=0.005 if quick else 0.08,
-                    warmup=0.0 if quick else 0.3, settle=0.0 if quick else 0.3, lead=0.0 if quick else 0.06, width_batch=16 if quick else 128,
+                    warmup=0.0 if quick else 0.3, settle=0.0 if quick else 0.3, lead=0.0 if quick else 0.06,
+                    width_batch=16 if quick else 128,
                     widths=[16, 32] if quick else [100, 200, 400, 800, 1600])
     for k, v in defaults.items():
         if getattr(a, k) is None:
@@ -570,7 +571,7 @@ def summary(results):
                   f"(<= {t['limit']:.2f})  {'met' if t['met'] else 'NOT met'}")
     for device, lin in results.get("linearity", {}).items():
         print(f"  [{device}] step time per example relative to batch {lin['batches'][0]}: "
-              + ", ".join(f"{n}: {v:.2f}" for n, v in zip(lin["batches"], lin["per_example_vs_first"])))
+              + ", ".join(f"{n}: {v:.2f}" for n, v in zip(lin["batches"], lin["per_example_vs_first"], strict=True)))
     if results.get("memory_max_deviation_from_linear") is not None:
         print(f"  peak memory of a step: largest deviation from a + b N + c H + d N H fitted to all points: "
               f"{100 * results['memory_max_deviation_from_linear']:.1f}%")

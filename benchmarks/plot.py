@@ -17,7 +17,7 @@ STYLE = {  # contender -> (label, line style)
 def _series(timings, contender, device, key, fixed, fixed_value):
     pts = sorted((r[key], r["median_ms"], r["p25_ms"], r["p75_ms"]) for r in timings
                  if r["contender"] == contender and r["device"] == device and r[fixed] == fixed_value)
-    return [list(col) for col in zip(*pts)] if pts else None
+    return [list(col) for col in zip(*pts, strict=True)] if pts else None
 
 
 def plot_all(results, out, stem="bench_step"):
@@ -71,7 +71,7 @@ def plot_all(results, out, stem="bench_step"):
             for h in sorted({m["hidden"] for m in mem if m["device"] == device}):
                 pts = sorted((m["batch"], m["peak_bytes"] / 2**20) for m in mem
                              if m["hidden"] == h and m["device"] == device)
-                axes[0].plot(*zip(*pts), "-o", ms=4, label=f"H = {h} ({device})")
+                axes[0].plot(*zip(*pts, strict=True), "-o", ms=4, label=f"H = {h} ({device})")
             xs = [m["batch"] * m["hidden"] for m in mem if m["device"] == device]
             ys = [m["peak_bytes"] / 2**20 for m in mem if m["device"] == device]
             axes[1].plot(xs, ys, "o", ms=4, label=device)

@@ -99,7 +99,7 @@ def check_shape(where, name, a, shape, like=None):
     argument ``name`` otherwise (``like``: where the expected shape comes from, for the message)."""
     got = a.shape
     if len(got) == len(shape):
-        for s, g in zip(shape, got):
+        for s, g in zip(shape, got, strict=True):
             if s is not None and s != g:
                 break
         else:

@@ -120,7 +120,8 @@ def _train(args):
         else:
             result = train(TrainConfig(**typed), overwrite=args.overwrite)
     if result.history and result.checkpoint:
-        print(f"wrote {plot_loss_curves(result.history, os.path.join(os.path.dirname(result.checkpoint), 'loss_curves.png'))}")
+        folder = os.path.dirname(result.checkpoint)
+        print(f"wrote {plot_loss_curves(result.history, os.path.join(folder, 'loss_curves.png'))}")
     return 130 if result.interrupted else 0
 
 
@@ -205,7 +206,7 @@ def _evaluate(args):
     stop = _terminate_as_interrupt()
     try:
         samples = getattr(args, "samples", 10)          # draws per example of the ELBO and the surgery
-        for section, part in evaluate_sections(model, x, k=args.k, seed=args.seed, samples=samples,
+        for section, part in evaluate_sections(model, x, k=args.k, seed=args.seed, samples=samples,  # noqa: B007
                                                exact=None if args.exact == "auto" else args.exact == "yes"):
             result.update(part)
             _print_rows(result, part)

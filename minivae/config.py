@@ -190,7 +190,8 @@ def parse_hidden(text):
     try:
         sizes = tuple(int(t) for t in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated layer sizes such as 400,200; got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated layer sizes such as 400,200; got {text!r}") from None
     if any(s <= 0 for s in sizes):
         raise argparse.ArgumentTypeError(f"layer sizes must be positive; got {text!r}")
     return sizes

@@ -274,7 +274,7 @@ def _grid_size(lo, hi, h):
 def _axes(lo, hi, h):
     """The trapezoid grid's coordinates along each latent axis j: lo_j + h i, i = 0 .. ceil((hi_j - lo_j) / h)
     (host float64); the grid is their product, and the 2h subgrid the points whose indices are all even."""
-    return [a + h * np.arange(int(np.ceil((b - a) / h)) + 1) for a, b in zip(lo, hi)]
+    return [a + h * np.arange(int(np.ceil((b - a) / h)) + 1) for a, b in zip(lo, hi, strict=True)]
 
 
 def _tiles(lengths, size):
@@ -284,7 +284,7 @@ def _tiles(lengths, size):
     for n_j in reversed(lengths):
         steps.insert(0, max(1, min(n_j, room)))
         room = max(1, room // n_j)
-    ranges = [list(_batches(n_j, t)) for n_j, t in zip(lengths, steps)]
+    ranges = [list(_batches(n_j, t)) for n_j, t in zip(lengths, steps, strict=True)]
     return list(itertools.product(*ranges))
 
 
@@ -311,7 +311,7 @@ def _trapezoid_sums(model, x, mu, logvar, axes, h, max_elements, bar):
     e_f = {"h": 0.0, "2h": 0.0}
     q_mass = 0.0
     for tile in _tiles([a.shape[0] for a in axes], size):
-        coords = [a[t0:t1] for a, (t0, t1) in zip(axes, tile)]                     # Z arrays (t_j,)
+        coords = [a[t0:t1] for a, (t0, t1) in zip(axes, tile, strict=True)]                     # Z arrays (t_j,)
         shape = tuple(c.shape[0] for c in coords)                                   # (t_0, .., t_Z-1)
         z = xp.stack([xp.reshape(xp.broadcast_to(xp.reshape(c, _along(j, z_dim)), shape), (-1,))
                       for j, c in enumerate(coords)], axis=1)                       # (G', Z), row-major

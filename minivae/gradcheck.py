@@ -76,7 +76,7 @@ def check_backward(forward, backward, inputs, wrt=None, seed=0, h=H):
     if len(grads) != len(wrt):
         raise AssertionError(f"backward returned {len(grads)} gradients for {len(wrt)} inputs")
     errors = []
-    for j, g in zip(wrt, grads):
+    for j, g in zip(wrt, grads, strict=True):
         if tuple(g.shape) != tuple(inputs[j].shape):
             raise AssertionError(f"gradient of input {j} has shape {tuple(g.shape)}, "
                                  f"the input has {tuple(inputs[j].shape)}")
@@ -135,7 +135,7 @@ def op_checks(seed=0):
         inputs, _ = make_inputs(pair, rng)
         names = list(inspect.signature(pair.forward).parameters)
         errors = check_backward(pair.forward, pair.backward, inputs, wrt=pair.spec.wrt, seed=seed)
-        for j, error in zip(pair.spec.wrt, errors):
+        for j, error in zip(pair.spec.wrt, errors, strict=True):
             yield f"{pair.key} d{names[j]}", str(tuple(inputs[j].shape)), error
 
 
@@ -157,8 +157,10 @@ def model_checks(seed=0):
         eps = rng.standard_normal((k, MODEL_BATCH, model.z_dim))
         objective = ELBO(1.0) if k == 1 else IWBound(1.0)
         _, grads, _ = model.loss_and_grads(x, eps, objective)
-        errors = {name: rel_error(grads[name], numerical_gradient(
-            lambda: model.loss_and_grads(x, eps, objective)[0], p, np.array(1.0))) for name, p in model.params.items()}
+        def loss(model=model, x=x, eps=eps, objective=objective):
+            return model.loss_and_grads(x, eps, objective)[0]
+        errors = {name: rel_error(grads[name], numerical_gradient(loss, p, np.array(1.0)))
+                  for name, p in model.params.items()}
         worst = max(errors, key=errors.get)
         variant = options.get("gaussian_variance", "")
         name = (f"model {options['likelihood']}{' ' + variant if variant else ''}, {prior}, "

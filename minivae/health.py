@@ -25,7 +25,7 @@ def non_finite_params(params):
     xp = array_namespace(*params.values())
     finite = to_host(xp.stack([xp.all(xp.isfinite(params[k])) for k in names]))
     bad = {}
-    for name, ok in zip(names, finite):
+    for name, ok in zip(names, finite, strict=True):
         if not ok:
             p = params[name]
             nan, inf = (int(to_host(xp.sum(astype(f(p), xp.int64)))) for f in (xp.isnan, xp.isinf))

@@ -35,6 +35,7 @@ minivae changes nothing); ``MINIVAE_MALLOC=default`` leaves glibc's allocator as
 import contextlib
 import contextvars
 import ctypes
+import itertools
 import os
 import sys
 import threading
@@ -273,7 +274,7 @@ def _loss_and_grads_numpy(chain, x, eps, objective):
     bounds = [n * i // blocks for i in range(blocks + 1)]
     with _one_blas_thread():
         parts = _on_blocks(lambda i, j: chain(x[i:j], eps[:, i:j], _Share(objective, (j - i) / n)), bounds)
-    weights = [(j - i) / n for i, j in zip(bounds[:-1], bounds[1:])]
+    weights = [(j - i) / n for i, j in itertools.pairwise(bounds)]
     loss, grads, _ = parts[0]                            # loss and grads came weighted out of _Share
     for part_loss, part_grads, _ in parts[1:]:
         loss = loss + part_loss

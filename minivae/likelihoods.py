@@ -54,7 +54,7 @@ def gaussian_nll_forward(x, mean, logvar):
     check_shape("gaussian_nll_forward", "mean", mean, (None, None))
     check_shape("gaussian_nll_forward", "x", x, tuple(mean.shape), "mean's shape")
     lv = tuple(logvar.shape)
-    if len(lv) > 2 or any(n not in (1, m) for n, m in zip(lv[::-1], tuple(mean.shape)[::-1])):
+    if len(lv) > 2 or any(n not in (1, m) for n, m in zip(lv[::-1], tuple(mean.shape)[::-1], strict=False)):
         raise ValueError(f"gaussian_nll_forward: logvar must broadcast to mean's shape {tuple(mean.shape)} "
                          f"(e.g. (), ({mean.shape[1]},) or {tuple(mean.shape)}), got {lv}")
     inv_sigma = xp.exp(-0.5 * logvar)                # 1 / sigma: finite in float32 down to logvar = -177

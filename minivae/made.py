@@ -9,6 +9,8 @@ The masks come from degrees (``made_masks``): input d has degree d (1..D); each 
 units with degree < d. Then output d depends on x_1 .. x_{d-1} only.
 Derivation: derivations/made.md. Tests: tests/test_made.py.
 """
+import itertools
+
 import numpy as np
 
 from .checks import check_arrays, check_shape
@@ -48,7 +50,7 @@ def made_masks(x_dim, hidden):
     """Host float64 0/1 masks, one per layer: hidden layer l: M[i, k] = [m_l(k) >= m_{l-1}(i)], (H_{l-1}, H_l);
     the output: M[k, d] = [d > m_L(k)], (H_L, D).  derivations/made.md#masks"""
     degrees = made_degrees(x_dim, hidden)
-    masks = [(m_out[None, :] >= m_in[:, None]).astype(np.float64) for m_in, m_out in zip(degrees[:-1], degrees[1:])]
+    masks = [(m_out[None, :] >= m_in[:, None]).astype(np.float64) for m_in, m_out in itertools.pairwise(degrees)]
     masks.append((np.arange(1, x_dim + 1)[None, :] > degrees[-1][:, None]).astype(np.float64))
     return masks
 

@@ -7,6 +7,7 @@ Initialisation: W ~ N(0, gain^2 / D_in) (LeCun; He with gain sqrt(2) for relu), 
 Derivation: derivations/linear.md, derivations/activations.md, derivations/elbo.md#whole-model-backward
 (Steps 3 and 6). Tests: tests/test_model.py.
 """
+import itertools
 import math
 
 import numpy as np
@@ -46,7 +47,7 @@ class MLP:
 
     def __init__(self, prefix, d_in, hidden, activation):
         widths = (d_in,) + tuple(hidden)
-        self.layers = [Dense(f"{prefix}.{i}", a, b) for i, (a, b) in enumerate(zip(widths[:-1], widths[1:]))]
+        self.layers = [Dense(f"{prefix}.{i}", a, b) for i, (a, b) in enumerate(itertools.pairwise(widths))]
         self.act_forward, self.act_backward = get_activation(activation)
         self.out_dim = widths[-1]
 

@@ -21,6 +21,7 @@ its panels (LABEL on the left where rows carry labels). Pixel values are drawn i
 in the picture. Tiles are separated by a line of SEPARATOR one image pixel wide.
 """
 import io
+import itertools
 import math
 
 import matplotlib
@@ -474,7 +475,7 @@ LOG_PX_COLOUR, GAP_COLOUR, TRADE_COLOUR = "#2ca02c", "#9467bd", "#d62728"
 def goal_trades(goals):
     """The epochs (of a history's tracked entries) whose ELBO rose while log p(x) fell, against the entry
     before: where the decoder bought ELBO with likelihood (derivations/elbo.md#what-maximising-the-elbo-does)."""
-    return [b["epoch"] for a, b in zip(goals, goals[1:])
+    return [b["epoch"] for a, b in itertools.pairwise(goals)
             if b["heldout_exact_elbo"] > a["heldout_exact_elbo"] and b["heldout_log_px"] < a["heldout_log_px"]]
 
 

@@ -45,7 +45,7 @@ def _log_joint(model, x1, z):
 def _grid(lo, hi, points):
     """Per-axis coordinates (Z arrays of ``points``), their spacings h_j, and the flattened grid (G, Z), row-major
     (the last axis fastest)."""
-    axes = [np.linspace(a, b, points) for a, b in zip(lo, hi)]
+    axes = [np.linspace(a, b, points) for a, b in zip(lo, hi, strict=True)]
     h = np.array([ax[1] - ax[0] for ax in axes])
     mesh = np.meshgrid(*axes, indexing="ij")
     return axes, h, np.stack([m.ravel() for m in mesh], axis=1)

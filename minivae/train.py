@@ -206,7 +206,7 @@ def _loop(config, model, optimizer, rng, p, data, log, folder):
                 p.order, p.step, p.sums = rng.permutation(n), 0, None            # this epoch's order, on the host
             order = device.asarray(p.order)                                      # host -> device, once per epoch
             step_stats = device.asarray(np.zeros((steps, 2)), dtype=config.dtype)   # each step's loss, KL
-            batch_of = lambda s: xp.take(x_train, order[s * bs:min((s + 1) * bs, n)], axis=0)   # noqa: E731
+            batch_of = lambda s, order=order: xp.take(x_train, order[s * bs:min((s + 1) * bs, n)], axis=0)  # noqa: E731
             bar = _progress_bar(config, steps, p)
             while p.step < steps:
                 xb = batch_of(p.step)                                            # (B, D)
@@ -219,7 +219,8 @@ def _loop(config, model, optimizer, rng, p, data, log, folder):
                 b = xb.shape[0]
                 batch_sums = (loss * b, stats["nll"] * b, stats["kl"] * b)
                 step_stats[p.step, 0], step_stats[p.step, 1] = loss, batch_sums[2]   # read only on failure
-                p.sums = list(batch_sums) if p.sums is None else [s + v for s, v in zip(p.sums, batch_sums)]
+                p.sums = (list(batch_sums) if p.sums is None
+                          else [s + v for s, v in zip(p.sums, batch_sums, strict=True)])
                 p.step += 1
                 bar.update(1)
                 if interrupt.requested:

@@ -12,6 +12,7 @@ Parameters: dec.made.{l}.W (H_{l-1}, H_l) (masked), dec.made.{l}.v.W (H, H_l), d
 dec.made.out.W (H_L, D), dec.made.out.v.W (H, D), dec.made.out.v.b (D,).
 Derivation: derivations/made.md. Tests: tests/test_made.py.
 """
+import itertools
 import math
 
 import numpy as np
@@ -31,11 +32,11 @@ class MadeBernoulli:
 
     def __init__(self, x_dim, h_dim, device, dtype, made_hidden, activation):
         self.x_dim, self.device, self.dtype = x_dim, device, dtype
-        self.names = [f"dec.made.{l}" for l in range(len(made_hidden))] + ["dec.made.out"]
+        self.names = [f"dec.made.{i}" for i in range(len(made_hidden))] + ["dec.made.out"]
         widths = (x_dim,) + tuple(made_hidden) + (x_dim,)
-        self.shapes = list(zip(widths[:-1], widths[1:]))
+        self.shapes = list(itertools.pairwise(widths))
         self.masks = [device.asarray(m, dtype=dtype) for m in made_masks(x_dim, made_hidden)]   # constants
-        self.cond = [Dense(name + ".v", h_dim, d_out) for name, (_, d_out) in zip(self.names, self.shapes)]
+        self.cond = [Dense(name + ".v", h_dim, d_out) for name, (_, d_out) in zip(self.names, self.shapes, strict=True)]
         self.act_forward, self.act_backward = get_activation(activation)
         self.row_width = 1 + math.ceil(3 * sum(made_hidden) / x_dim)   # per-row values, for evaluation's budget
 
@@ -43,7 +44,7 @@ class MadeBernoulli:
         """Masked W ~ N(0, gain^2 / fan-in) over the unmasked inputs of each unit (at least 1), 0 where masked (those
         entries are never read and their gradient is 0); V as a Dense."""
         params = {}
-        for name, (d_in, d_out), mask, cond in zip(self.names, self.shapes, self.masks, self.cond):
+        for name, (d_in, d_out), mask, cond in zip(self.names, self.shapes, self.masks, self.cond, strict=True):
             mask = to_host(mask).astype(np.float64)
             fan_in = np.maximum(np.sum(mask, axis=0), 1.0)                       # (d_out,)
             params[name + ".W"] = rng.host_normal((d_in, d_out)) * (gain / np.sqrt(fan_in))[None, :] * mask
@@ -53,11 +54,11 @@ class MadeBernoulli:
     def _logits(self, params, h, x):
         """logits (N, D) for inputs x: (N, D) and features h: (N, H), and the caches."""
         a, caches = x, []
-        for l, (name, mask, cond) in enumerate(zip(self.names, self.masks, self.cond)):
+        for i, (name, mask, cond) in enumerate(zip(self.names, self.masks, self.cond, strict=True)):
             pre, m_cache = masked_linear_forward(a, params[name + ".W"], mask)   # (N, H_l): sees x_<degree
             pre_h, c_cache = cond.forward(params, h)                           # (N, H_l): h in every layer
             pre = pre + pre_h
-            if l == len(self.names) - 1:
+            if i == len(self.names) - 1:
                 caches.append((m_cache, c_cache, None))
                 return pre, caches
             a, act_cache = self.act_forward(pre)
@@ -76,13 +77,13 @@ class MadeBernoulli:
         caches, nll_cache = cache
         d = bernoulli_nll_backward(dnll, nll_cache)                           # (N, D)  dlogits
         dh = None
-        for l in reversed(range(len(self.names))):
-            m_cache, c_cache, act_cache = caches[l]
+        for i in reversed(range(len(self.names))):
+            m_cache, c_cache, act_cache = caches[i]
             if act_cache is not None:
                 d = self.act_backward(d, act_cache)                           # through g
-            dh_l = self.cond[l].backward(d, c_cache, grads)                   # (N, H)
+            dh_l = self.cond[i].backward(d, c_cache, grads)                   # (N, H)
             dh = dh_l if dh is None else dh + dh_l
-            d, grads[self.names[l] + ".W"] = masked_linear_backward(d, m_cache)   # d: the layer below's
+            d, grads[self.names[i] + ".W"] = masked_linear_backward(d, m_cache)   # d: the layer below's
         return dh
 
     def decode(self, params, h):

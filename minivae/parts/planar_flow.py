@@ -54,7 +54,7 @@ class PlanarFlow:
         base_cache, head_caches = cache
         dh = self.base.backward(dq[:2], base_cache, grads)
         heads = [head for step in self.steps for head in step]
-        for head, d, c in zip(heads, dq[2:], head_caches):
+        for head, d, c in zip(heads, dq[2:], head_caches, strict=True):
             dh = dh + head.backward(d, c, grads)
         return dh
 
