@@ -222,7 +222,7 @@ def test_gaussian_nll_at_extreme_logvar(dtype):
     big = float(np.finfo(dtype).max)
     for i in range(len(x)):
         refs = gaussian_reference(0.0, float(mean[i, 0]), float(lv[i, 0]))
-        for got, ref in zip((nll[i], dmean[i, 0], dlv[i, 0]), refs):
+        for got, ref in zip((nll[i], dmean[i, 0], dlv[i, 0]), refs, strict=True):
             assert not np.isnan(got), (mean[i, 0], lv[i, 0])
             if abs(ref) > big:
                 assert got == (math.inf if ref > 0 else -math.inf), (mean[i, 0], lv[i, 0], got, ref)

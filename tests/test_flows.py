@@ -124,8 +124,9 @@ def invert(z_k, steps):
     for u_hat, w, b in reversed(steps):
         u_hat, w, b = u_hat[0], w[0], b[0]
         s, target = w @ u_hat, w @ z
-        alpha = scipy.optimize.brentq(lambda a: a + s * math.tanh(a + b) - target, target - abs(s) - 1,
-                                      target + abs(s) + 1, xtol=1e-14)
+        def g(a, s=s, b=b, target=target):
+            return a + s * math.tanh(a + b) - target
+        alpha = scipy.optimize.brentq(g, target - abs(s) - 1, target + abs(s) + 1, xtol=1e-14)
         z = z - u_hat * math.tanh(alpha + b)
     return z
 
@@ -135,7 +136,7 @@ def density_on_grid(steps, mu, sigma, z_k, points, with_logdet=True):
     q0(f^{-1}(z)) exp(-sum_k logdet_k) along the inverted path (without the exp(-sum) when ``with_logdet`` is
     False: a density that ignores the change of volume)."""
     lo, hi = np.min(z_k, axis=0) - 1.0, np.max(z_k, axis=0) + 1.0
-    axes = [np.linspace(a, b, points) for a, b in zip(lo, hi)]
+    axes = [np.linspace(a, b, points) for a, b in zip(lo, hi, strict=True)]
     grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 2)
     z0 = np.array([invert(p, steps) for p in grid])
     _, total = push(z0, steps)

@@ -49,11 +49,11 @@ def test_backward_is_linear_in_the_upstream_gradient(pair, dtype):
     a, b = np.asarray(0.75, dtype), np.asarray(-2.5, dtype)
     g1, g2 = as_tuple(pair.backward(d1, cache)), as_tuple(pair.backward(d2, cache))
     g12 = as_tuple(pair.backward(a * d1 + b * d2, cache))
-    for x1, x2, x12 in zip(g1, g2, g12):
+    for x1, x2, x12 in zip(g1, g2, g12, strict=True):
         expect = a.astype(np.float64) * x1 + b.astype(np.float64) * x2
         scale = np.max(np.abs(a * x1)) + np.max(np.abs(b * x2)) if x1.size else 0.0
         np.testing.assert_allclose(x12, expect, rtol=RTOL[dtype], atol=RTOL[dtype] * scale, err_msg=pair.key)
-    for g, gneg in zip(g1, as_tuple(pair.backward(-d1, cache))):
+    for g, gneg in zip(g1, as_tuple(pair.backward(-d1, cache)), strict=True):
         np.testing.assert_array_equal(gneg, -g, err_msg=pair.key)
 
 
@@ -61,7 +61,8 @@ def test_backward_is_linear_in_the_upstream_gradient(pair, dtype):
 def test_two_runs_are_bitwise_identical(pair, dtype):
     first, second = run(pair, 3, dtype), run(pair, 3, dtype)
     np.testing.assert_array_equal(first[1], second[1])
-    for g, h in zip(as_tuple(pair.backward(first[3], first[2])), as_tuple(pair.backward(second[3], second[2]))):
+    again = as_tuple(pair.backward(second[3], second[2]))
+    for g, h in zip(as_tuple(pair.backward(first[3], first[2])), again, strict=True):
         assert g.tobytes() == h.tobytes(), pair.key
 
 
@@ -71,7 +72,7 @@ def test_gradient_shapes_and_dtypes_equal_the_inputs(pair, dtype):
     assert out.dtype == np.dtype(dtype), (pair.key, out.dtype)
     grads = as_tuple(pair.backward(dout, cache))
     assert len(grads) == len(pair.spec.wrt), pair.key
-    for i, g in zip(pair.spec.wrt, grads):
+    for i, g in zip(pair.spec.wrt, grads, strict=True):
         assert g.shape == inputs[i].shape and g.dtype == inputs[i].dtype, (pair.key, i, g.shape, g.dtype)
 
 
@@ -88,5 +89,5 @@ def test_inputs_cache_and_upstream_gradient_are_not_mutated(pair, dtype):
     assert fingerprint(cache) == cache_before, f"{pair.key}: backward mutated its cache"
     assert fingerprint(dout) == dout_before, f"{pair.key}: backward mutated the upstream gradient"
     assert fingerprint(inputs) == before and fingerprint(out) == out_before, f"{pair.key}: backward mutated data"
-    for g, again in zip(grads, as_tuple(pair.backward(dout, cache))):
+    for g, again in zip(grads, as_tuple(pair.backward(dout, cache)), strict=True):
         assert g.tobytes() == again.tobytes(), f"{pair.key}: a second backward on one cache differs"

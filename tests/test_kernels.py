@@ -51,7 +51,7 @@ def test_adam_kernel_equals_plain_update(monkeypatch, device_name, dtype, shape,
         kernel(fast[0], g, fast[1], fast[2], 0.9, 0.999, step_size, sqrt_bc2, 1e-8, scratch)
         adam_update(plain[0], g, plain[1], plain[2], 0.9, 0.999, step_size, sqrt_bc2, 1e-8)
         g = g * 0.5 + 0.1
-    for a, b, name in zip(fast, plain, ("p", "m", "v")):
+    for a, b, name in zip(fast, plain, ("p", "m", "v"), strict=True):
         assert a.dtype == b.dtype and tuple(a.shape) == shape, name
         np.testing.assert_allclose(to_host(a), to_host(b), rtol=TOL[dtype], atol=TOL[dtype], err_msg=name)
 

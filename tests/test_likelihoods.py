@@ -1,6 +1,7 @@
 """Tests for minivae/likelihoods.py: the NLLs against scipy.stats and scipy.special, their backwards against
 finite differences (float64, <= 1e-6), on every device: Bernoulli, Gaussian (every variance, with the floor on
 a learned one) and categorical over discretised intensities."""
+import itertools
 import numpy as np
 import pytest
 import scipy.special
@@ -152,7 +153,7 @@ def test_learned_variance_is_unbounded_and_the_floor_bounds_it():
     x = np.zeros((3, 4))
     raw = np.array([-10.0, -50.0, -200.0, -700.0])                  # exp(-logvar) overflows below -709
     unfloored = [gaussian_nll_forward(x, x, np.array(r))[0].sum() for r in raw]
-    assert all(a > b for a, b in zip(unfloored, unfloored[1:])) and unfloored[-1] < -4000
+    assert all(a > b for a, b in itertools.pairwise(unfloored)) and unfloored[-1] < -4000
     raw = np.append(raw, -1e4)                                      # the floor is fine far beyond that
     bound = 3 * 4 / 2 * np.log(2 * np.pi * SIGMA_MIN**2)          # N D/2 log(2 pi sigma_min^2), all 3 examples
     with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):

@@ -166,7 +166,8 @@ def test_a_new_likelihood_needs_one_class_and_one_registry_line(monkeypatch):
     for objective in (ELBO(0.5), IWBound()):
         _, grads, _ = model.loss_and_grads(x, eps, objective)
         for name, p in model.params.items():
-            num = numerical_gradient(lambda: model.loss_and_grads(x, eps, objective)[0], p, np.array(1.0))
+            num = numerical_gradient(lambda objective=objective: model.loss_and_grads(x, eps, objective)[0], p,
+                                     np.array(1.0))
             assert rel_error(grads[name], num) <= 1e-6, (objective, name)
     z = r.standard_normal((2, 2))
     m = model.decode(z)["mean"]

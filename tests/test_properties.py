@@ -87,7 +87,7 @@ def test_gradient_check(pair, data):
     dout = np.random.default_rng(0).standard_normal(out.shape)
     grads = as_tuple(pair.backward(dout, cache))
     noise = 8 * EPS64 * np.sum(np.abs(dout)) * max(1.0, float(np.max(np.abs(out), initial=0.0))) / H
-    for j, g in zip(pair.spec.wrt, grads):
+    for j, g in zip(pair.spec.wrt, grads, strict=True):
         num = numerical_gradient(lambda: pair.forward(*inputs)[0], inputs[j], dout, H)
         err = np.abs(g - num)
         tol = 1e-6 * (np.abs(g) + np.abs(num)) + noise

@@ -10,7 +10,7 @@ from minivae.train import train
 
 def test_streams_are_the_seed_sequence_children_and_differ_from_the_root():
     children = np.random.SeedSequence(5).spawn(len(STREAMS))
-    for stream, child in zip(STREAMS, children):
+    for stream, child in zip(STREAMS, children, strict=True):
         expected = np.random.Generator(np.random.PCG64(child)).standard_normal(4)
         np.testing.assert_array_equal(RNG(5, stream=stream).host_normal(4), expected)
     draws = {s: RNG(5, stream=s).host_normal(1000) for s in (None,) + STREAMS}

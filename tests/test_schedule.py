@@ -1,4 +1,5 @@
 """Tests for minivae/schedule.py: the KL weight of each training step during and after a linear warm-up."""
+import itertools
 import pytest
 
 from minivae.schedule import epoch_kl_weight, kl_weight
@@ -8,7 +9,7 @@ def test_kl_weight_rises_linearly_per_step():
     s, e, beta, b0 = 4, 3, 2.0, 0.5
     weights = [kl_weight(ep, st, s, beta, e, b0) for ep in range(5) for st in range(s)]
     assert weights[0] == b0
-    steps = [b - a for a, b in zip(weights, weights[1:])]
+    steps = [b - a for a, b in itertools.pairwise(weights)]
     assert all(d == pytest.approx((beta - b0) / (e * s), rel=1e-12) for d in steps[:e * s - 1])
     assert weights[e * s] == beta and all(w == beta for w in weights[e * s:])       # from epoch e + 1 (1-based)
     assert weights[e * s - 1] < beta

@@ -134,7 +134,7 @@ def test_reparameterised_gradient_is_unbiased_for_the_ops(mu, logvar):
     nll, nll_cache = bernoulli_nll_forward(np.broadcast_to(X, (m, 3)), logits)
     dz, _, _ = linear_backward(bernoulli_nll_backward(np.ones(m), nll_cache), lin_cache)
     dmu, dlogvar = reparameterize_backward(dz, rep_cache)                 # (m, 1) each: one estimate per sample
-    for samples, exact in zip((dmu[:, 0], dlogvar[:, 0]), exact_gradient(mu, logvar)):
+    for samples, exact in zip((dmu[:, 0], dlogvar[:, 0]), exact_gradient(mu, logvar), strict=True):
         se = samples.std() / math.sqrt(m)
         assert abs(samples.mean() - exact) < 5 * se, (samples.mean(), exact, se)
     np.testing.assert_allclose(nll.mean(), scipy.integrate.quad(
