@@ -11,6 +11,7 @@ derivatives, Monte Carlo with a fixed seed, numerical integration), and against 
 Derivations: derivations/README.md.
 """
 import ast
+import functools
 import itertools
 import math
 import re
@@ -99,6 +100,7 @@ def _prose_lines(text):
             yield i, line
 
 
+@functools.cache
 def note_anchors(path):
     """All heading anchors of a note, with GitHub's -1, -2 suffixes for repeated headings."""
     seen, anchors = {}, set()
@@ -124,10 +126,12 @@ def all_notes():
     return sorted(NOTES_DIR.glob("*.md"))
 
 
+@functools.cache
 def _parse(path):
     return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
 
 
+@functools.cache
 def module_names(path):
     """Top-level names of a module (functions, classes, assignments) and, per class, its members."""
     tree = _parse(path)
@@ -152,6 +156,7 @@ def resolves(path, dotted):
     return head in members and rest in members[head]
 
 
+@functools.cache
 def _test_ids(path):
     """The test ids a pytest file defines: "test_f" and "TestC::test_m"."""
     tree = _parse(path)
