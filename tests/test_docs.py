@@ -1163,11 +1163,17 @@ def test_logsumexp_shift_identity():
 
 
 def test_subset_average_identity():
-    """(1/k) sum_i w_i = mean over all m-subsets I of (1/m) sum_{i in I} w_i (the monotonicity argument)."""
-    w = np.random.default_rng(26).exponential(size=6)
-    for m in range(1, 6):
-        subsets = [np.mean(w[list(idx)]) for idx in itertools.combinations(range(6), m)]
-        assert np.mean(subsets) == pytest.approx(np.mean(w), rel=1e-14)
+    """minivae's iw_bound_forward against the note's formula: L_K = log (1/K) sum_i w_i, equal weights give the
+    log-weight itself, and the average of L_m over m-subsets rises with m to L_K (the monotonicity argument)."""
+    from minivae.iwae import iw_bound_forward
+    log_w = np.log(np.random.default_rng(26).exponential(size=(6, 3)))
+    L = iw_bound_forward(log_w)[0]
+    np.testing.assert_allclose(L, np.log(np.mean(np.exp(log_w), axis=0)), rtol=1e-13)
+    np.testing.assert_allclose(iw_bound_forward(np.full((5, 2), -3.7))[0], -3.7, rtol=1e-15)
+    means = [np.mean([iw_bound_forward(log_w[list(idx)])[0] for idx in itertools.combinations(range(6), m)], axis=0)
+             for m in range(1, 7)]
+    assert all(np.all(a <= b + 1e-14) for a, b in itertools.pairwise(means))
+    np.testing.assert_allclose(means[-1], L, rtol=1e-14)
 
 
 def test_iw_bound_properties_linear_gaussian():
