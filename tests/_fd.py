@@ -1,5 +1,6 @@
 """Helpers for the whole-model gradient checks of the parts added with the flow posterior, the VampPrior and
-the MADE decoder: the architectures, perturbed weights, a batch, every parameter's gradient against finite differences, and a
+the MADE decoder: the architectures, perturbed weights, a batch, every parameter's gradient against finite
+differences, and a
 five-point finite-difference reference for losses with gradient entries near the central-difference roundoff
 floor (~ulp(loss) / h)."""
 import numpy as np

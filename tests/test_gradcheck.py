@@ -91,7 +91,7 @@ def test_gradcheck_command_checks_every_pair_and_model(capsys):
         for objective in ("ELBO", "L_3"):
             assert sum(f", {prior}, {objective} [" in m for m in models) == len(MODEL_LIKELIHOODS)
     assert len(rows) == len(expected) + len(models)
-    for name, (shape, error, limit, result) in rows.items():
+    for name, (_shape, error, limit, result) in rows.items():
         assert limit == LIMIT == 1e-6 and 0 <= error <= limit and result == "ok", name
     assert last.startswith(f"{len(rows)} of {len(rows)} checks within 1e-06")
 
@@ -122,5 +122,5 @@ def test_gradcheck_command_fails_on_a_broken_model_backward(capsys, monkeypatch)
     monkeypatch.setattr(ClosedFormKL, "backward", broken)
     status, rows, _ = gradcheck_table(capsys, ("gradcheck", "--only", "model "))
     assert status == 1
-    for name, (_, error, _, result) in rows.items():
+    for name, (_, _error, _, result) in rows.items():
         assert (result == "FAIL") == (", normal, ELBO [" in name), name
