@@ -56,3 +56,26 @@ def device(request):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def stop_at_step(monkeypatch):
+    """``stop_at_step(n)``: training's Ctrl-C handler reports a stop request at its n-th check (the n-th step
+    counted across epochs from the start of the call), as the first Ctrl-C would; undone by ``monkeypatch``."""
+    import minivae.train as train_module
+
+    def install(n):
+        class StopAtStep(train_module._StopOnInterrupt):
+            calls = 0
+
+            @property
+            def requested(self):
+                StopAtStep.calls += 1
+                return StopAtStep.calls == n
+
+            @requested.setter
+            def requested(self, value):
+                pass
+
+        monkeypatch.setattr(train_module, "_StopOnInterrupt", StopAtStep)
+    return install

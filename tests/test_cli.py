@@ -35,7 +35,18 @@ def test_train_then_evaluate(tmp_path, capsys):
 
 
 def test_hidden_none_trains_a_linear_vae(tmp_path):
+    """--hidden none: only the output layers exist (no enc.0 / dec.0), and the encoder mean is affine in x:
+    mu(x) = x @ enc.mu.W + enc.mu.b, so mu(a x1 + (1 - a) x2) = a mu(x1) + (1 - a) mu(x2)."""
+    from minivae.checkpoint import load_model
     assert main(["train", "--epochs", "1", "--hidden", "none", "--out", str(tmp_path)]) == 0
+    model, _ = load_model(str(tmp_path / "checkpoint.npz"), dtype="float64")
+    assert sorted(model.params) == ["dec.out.W", "dec.out.b", "enc.logvar.W", "enc.logvar.b", "enc.mu.W", "enc.mu.b"]
+    x = np.random.default_rng(0).uniform(size=(3, model.params["enc.mu.W"].shape[0]))
+    mu = np.asarray(model.encode(x)[0])
+    np.testing.assert_allclose(mu, x @ np.asarray(model.params["enc.mu.W"]) + np.asarray(model.params["enc.mu.b"]),
+                               rtol=1e-12, atol=1e-12)
+    mix = np.asarray(model.encode(0.3 * x[:1] + 0.7 * x[1:2])[0])
+    np.testing.assert_allclose(mix, 0.3 * mu[:1] + 0.7 * mu[1:2], rtol=1e-12, atol=1e-12)
 
 
 def test_python_dash_m_runs_the_same_command(tmp_path):
@@ -127,7 +138,7 @@ def test_train_and_evaluate_each_likelihood(tmp_path, capsys, flags):
     assert ("bits_per_dim" in result) == ("categorical" in flags)
     from minivae.checkpoint import load_model
     model, _ = load_model(out / "checkpoint.npz")
-    given = dict(zip(flags[::2], flags[1::2]))
+    given = dict(zip(flags[::2], flags[1::2], strict=True))
     c = model.config
     assert c["likelihood"] == given["--likelihood"]
     assert c["gaussian_variance"] == given.get("--gaussian-variance", "shared")
@@ -254,7 +265,7 @@ def test_relaxation_flags_train_evaluate_and_sample(tmp_path, capsys, flags):
     assert main(["train", "--epochs", "1", "--hidden", "8", "--z-dim", "2", "--out", str(out)] + flags) == 0
     ckpt = str(out / "checkpoint.npz")
     saved = load_checkpoint(ckpt)["model"]
-    given = dict(zip(flags[::2], flags[1::2]))
+    given = dict(zip(flags[::2], flags[1::2], strict=True))
     assert {k: saved[k] for k in ("posterior", "flow_steps", "prior", "pseudo_inputs")} == {
         "posterior": given.get("--posterior", "diagonal"), "flow_steps": int(given.get("--flow-steps", 4)),
         "prior": given.get("--prior", "normal"), "pseudo_inputs": int(given.get("--pseudo-inputs", 50))}

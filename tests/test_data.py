@@ -134,7 +134,8 @@ def test_labels_outside_0_to_9_are_refused(tmp_path):
     (dict(name="synthetic", data_dir="."), "data_dir is read only by"),
     (dict(name="imagenet"), "dataset must be one of digits, mnist, fashion-mnist, synthetic"),
     (dict(name="digits", binarize="otsu"), "binarize must be one of none, threshold, sample, dynamic"),
-    (dict(name="synthetic", binarize="threshold"), r"dataset 'synthetic''s training data must lie in \[0, 1\] to binarize it \('threshold'\)"),
+    (dict(name="synthetic", binarize="threshold"),
+     r"dataset 'synthetic''s training data must lie in \[0, 1\] to binarize it \('threshold'\)"),
 ])
 def test_load_dataset_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -296,7 +297,15 @@ def test_check_data_names_the_argument(x, message):
 
 
 def test_gaussian_accepts_values_outside_unit_interval():
-    check_data(np.array([[-3.0, 7.0]]), "gaussian")
+    """Real-valued data outside [0, 1] passes the Gaussian's check unchanged (the same array the Bernoulli and
+    categorical refuse), while the checks every likelihood shares still run (a NaN is refused)."""
+    x = np.array([[-3.0, 7.0]])
+    assert check_data(x, "gaussian") is x and x.tolist() == [[-3.0, 7.0]]
+    for likelihood in ("bernoulli", "categorical"):
+        with pytest.raises(ValueError, match=r"\[0, 1\]|unit|gaussian"):
+            check_data(x, likelihood)
+    with pytest.raises(ValueError):
+        check_data(np.array([[-3.0, np.nan]]), "gaussian")
 
 
 def test_unknown_dataset():

@@ -197,7 +197,7 @@ def test_quadrature_elbo_matches_the_closed_form_kl():
     mu, logvar = model.encode(x)
     for n in range(4):
         q = scipy.stats.norm(mu[n, 0], np.exp(logvar[n, 0] / 2))
-        def integrand(z):
+        def integrand(z, q=q, n=n):
             return -q.pdf(z) * model.reconstruction_nll(x[n:n + 1], np.array([[z]]))[0]
         e_loglik, _ = scipy.integrate.quad(integrand, q.mean() - 12 * q.std(), q.mean() + 12 * q.std(), limit=200,
                                            epsabs=0, epsrel=1e-12)
@@ -209,7 +209,7 @@ def test_exact_log_px_matches_scipy_quad_in_one_dimension():
     x = data(model, n=3)
     ex = exact_log_px(model, x)
     for n in range(3):
-        def integrand(z):
+        def integrand(z, n=n):
             return np.exp(-model.reconstruction_nll(x[n:n + 1], np.array([[z]]))[0]) * scipy.stats.norm.pdf(z)
         value, _ = scipy.integrate.quad(integrand, -12, 12, limit=200, epsabs=0, epsrel=1e-12)
         assert ex["per_example"][n] == pytest.approx(np.log(value), rel=1e-9)
@@ -517,7 +517,7 @@ def test_exact_log_px_with_mog_prior_matches_scipy_quad():
     quad = lambda f: scipy.integrate.quad(f, -20, 20, points=[-4.0, 0.5, 7.0], limit=400, epsabs=0,  # noqa: E731
                                           epsrel=1e-12)[0]
     for n in range(3):
-        def log_lik(z):
+        def log_lik(z, n=n):
             return -float(to_host(model.reconstruction_nll(x[n:n + 1], model.device.asarray([[z]])))[0])
 
         def log_prior(z):
@@ -525,7 +525,7 @@ def test_exact_log_px_with_mog_prior_matches_scipy_quad():
 
         q = scipy.stats.norm(mu[n, 0], np.exp(logvar[n, 0] / 2))
         log_px = np.log(quad(lambda z: np.exp(log_lik(z) + log_prior(z))))
-        elbo = quad(lambda z: q.pdf(z) * (log_lik(z) + log_prior(z) - q.logpdf(z)))
+        elbo = quad(lambda z, q=q: q.pdf(z) * (log_lik(z) + log_prior(z) - q.logpdf(z)))
         assert ex["per_example"][n] == pytest.approx(log_px, rel=1e-9)
         assert ex["per_example_elbo"][n] == pytest.approx(elbo, rel=1e-8)
     lk = iw_bound(model, x, k=2000, seed=0)["per_example"]

@@ -158,24 +158,12 @@ def test_a_learning_rate_of_1e6_stops_naming_the_step_and_cause(good_run, optimi
     assert_untouched(good_run)
 
 
-def test_ctrl_c_with_a_broken_state_saves_nothing(good_run, monkeypatch):
+def test_ctrl_c_with_a_broken_state_saves_nothing(good_run, monkeypatch, stop_at_step):
     """A stop requested at step 8 (what Ctrl-C does) after a weight became inf at step 4: the save is refused
     with the error, since resuming from it would only continue the failure."""
     inject_inf_after_step(monkeypatch, 4, "enc.0.W")
 
-    class StopAtStep8(train_module._StopOnInterrupt):
-        calls = 0
-
-        @property
-        def requested(self):
-            StopAtStep8.calls += 1
-            return StopAtStep8.calls == 8
-
-        @requested.setter
-        def requested(self, value):
-            pass
-
-    monkeypatch.setattr(train_module, "_StopOnInterrupt", StopAtStep8)
+    stop_at_step(8)
     with np.errstate(all="ignore"), pytest.raises(TrainingError, match=r"epoch 1: .*'enc\.0\.W'"):
         train(out=str(good_run[0]), epochs=1, overwrite=True, **QUICK)
     assert_untouched(good_run)
@@ -237,7 +225,7 @@ def test_a_write_failing_after_n_bytes_leaves_the_previous_checkpoint(tmp_path, 
     for n in points:
         for error in (OSError(28, "No space left on device"), KeyboardInterrupt()):
             monkeypatch.setattr(checkpoint_module, "atomic_write",
-                                lambda p, write: real(p, lambda f: write(FailAfter(f, n, error))))
+                                lambda p, write, n=n, error=error: real(p, lambda f: write(FailAfter(f, n, error))))
             with pytest.raises(type(error)):
                 save(path, model, opt)
             assert sha(path) == digest, n

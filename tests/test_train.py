@@ -83,25 +83,12 @@ def test_resume_is_bitwise_identical_to_a_straight_run(tmp_path):
     assert strip(second.history) == strip(straight.history) and len(first.history) == 3
 
 
-def test_resume_from_the_middle_of_an_epoch(tmp_path, monkeypatch):
+def test_resume_from_the_middle_of_an_epoch(tmp_path, monkeypatch, stop_at_step):
     """A stop requested mid-epoch (what Ctrl-C does) saves the epoch's data order, step and partial sums;
     resuming from there is bitwise identical to the straight run."""
-    import minivae.train as train_module
     straight = params_of(train(out=str(tmp_path / "a"), epochs=2, **RESUME))
 
-    class StopAtStep7(train_module._StopOnInterrupt):
-        calls = 0
-
-        @property
-        def requested(self):
-            StopAtStep7.calls += 1
-            return StopAtStep7.calls == 7 + 15          # epoch 2, step 7 of 15
-
-        @requested.setter
-        def requested(self, value):
-            pass
-
-    monkeypatch.setattr(train_module, "_StopOnInterrupt", StopAtStep7)
+    stop_at_step(7 + 15)                                 # epoch 2, step 7 of 15
     stopped = train(out=str(tmp_path / "b"), epochs=2, **RESUME)
     assert stopped.interrupted
     ck = load_checkpoint(tmp_path / "b" / "checkpoint.npz")
@@ -160,29 +147,16 @@ def test_checkpoint_every_and_nan_keeps_the_last_good_checkpoint(tmp_path):
 NEW_OPTIONS = dict(kl_warmup_epochs=2, kl_warmup_start=0.2, iw_samples=2, prior="mog", prior_components=3)
 
 
-def test_resume_with_warmup_iw_and_mog_is_bitwise_identical(tmp_path, monkeypatch):
+def test_resume_with_warmup_iw_and_mog_is_bitwise_identical(tmp_path, monkeypatch, stop_at_step):
     """Warm-up, K = 2 and the mixture prior together: one epoch, a resume stopped mid-epoch (in the warm-up),
     and a second resume give bit for bit the parameters and history of a straight run, because the KL weight
     is a function of (epoch, step) alone. The checkpoint carries the options and rebuilds the mixture."""
-    import minivae.train as train_module
     from minivae.checkpoint import load_model
     straight = train(out=str(tmp_path / "a"), epochs=3, **RESUME, **NEW_OPTIONS)
     train(out=str(tmp_path / "b"), epochs=1, **RESUME, **NEW_OPTIONS)
     ckpt = str(tmp_path / "b" / "checkpoint.npz")
 
-    class StopAtStep7(train_module._StopOnInterrupt):
-        calls = 0
-
-        @property
-        def requested(self):
-            StopAtStep7.calls += 1
-            return StopAtStep7.calls == 7                # epoch 2, step 7 of 15
-
-        @requested.setter
-        def requested(self, value):
-            pass
-
-    monkeypatch.setattr(train_module, "_StopOnInterrupt", StopAtStep7)
+    stop_at_step(7)                                      # epoch 2, step 7 of 15
     assert train(resume=ckpt, epochs=3, log=lambda s: None).interrupted
     monkeypatch.undo()
     resumed = train(resume=ckpt, log=lambda s: None)
