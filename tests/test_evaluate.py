@@ -33,6 +33,33 @@ def small_model(device="cpu", z_dim=2, hidden=(6,), likelihood="bernoulli", seed
     return model
 
 
+def numpy_elbo_terms(model, x, eps):
+    """The ELBO's terms recomputed in float64 NumPy from the model's parameters alone, none of minivae's ops: for
+    the MLP VAE with q(z|x) = N(mu, diag e^logvar) (logvar clamped at LOGVAR_MAX), p(z) = N(0, I) and a Bernoulli
+    decoder, nll_sn = sum_d softplus(l_snd) - x_nd l_snd at z_sn = mu_n + e^(logvar_n / 2) eps_sn, and the closed
+    form kl_n = (1/2) sum_j (e^logvar_nj + mu_nj^2 - 1 - logvar_nj). x: (N, D), eps: (S, N, Z) host arrays.
+    Returns (nll (S, N), kl (N,))."""
+    c = model.config
+    assert (c["likelihood"], c["prior"], c["posterior"], c["decoder"]) == ("bernoulli", "normal", "diagonal", "mlp")
+    p = {k: to_host(v).astype(np.float64) for k, v in model.params.items()}
+    act = {"tanh": np.tanh, "relu": lambda a: np.maximum(a, 0.0)}[c["activation"]]
+
+    def mlp(prefix, h):
+        for i in range(len(model.hidden)):
+            h = act(h @ p[f"{prefix}.{i}.W"] + p[f"{prefix}.{i}.b"])
+        return h
+
+    x = np.asarray(to_host(x), dtype=np.float64)
+    h = mlp("enc", x)
+    mu = h @ p["enc.mu.W"] + p["enc.mu.b"]
+    logvar = np.minimum(h @ p["enc.logvar.W"] + p["enc.logvar.b"], LOGVAR_MAX)
+    z = mu + np.exp(logvar / 2) * np.asarray(to_host(eps), dtype=np.float64)      # (S, N, Z)
+    logits = mlp("dec", z) @ p["dec.out.W"] + p["dec.out.b"]                     # (S, N, D)
+    nll = np.sum(np.logaddexp(0.0, logits) - x * logits, axis=-1)
+    kl = 0.5 * np.sum(np.exp(logvar) + mu ** 2 - 1.0 - logvar, axis=1)
+    return nll, kl
+
+
 def data(model, n=25, seed=1):
     r = np.random.default_rng(seed)
     x = r.uniform(size=(n, model.x_dim))
