@@ -302,14 +302,23 @@ def test_check_data_names_the_argument(x, message):
 
 def test_gaussian_accepts_values_outside_unit_interval():
     """Real-valued data outside [0, 1] passes the Gaussian's check unchanged (the same array the Bernoulli and
-    categorical refuse), while the checks every likelihood shares still run (a NaN is refused)."""
-    x = np.array([[-3.0, 7.0]])
-    assert check_data(x, "gaussian") is x and x.tolist() == [[-3.0, 7.0]]
+    categorical refuse), while the checks every likelihood shares still run (a NaN is refused); a Gaussian model
+    then takes it as it is: its -log p(x|z) is the normal density's (scipy.stats), and its loss is finite."""
+    x = np.array([[-3.0, 7.0], [12.5, -0.25]])
+    assert check_data(x, "gaussian") is x and x.tolist() == [[-3.0, 7.0], [12.5, -0.25]]
     for likelihood in ("bernoulli", "categorical"):
-        with pytest.raises(ValueError, match=r"\[0, 1\]|unit|gaussian"):
+        with pytest.raises(ValueError, match=r"must lie in \[0, 1\] for the (bernoulli|categorical) likelihood"):
             check_data(x, likelihood)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="contains 1 NaN"):
         check_data(np.array([[-3.0, np.nan]]), "gaussian")
+    from minivae.model import VAE
+    model = VAE(2, 1, hidden=(3,), likelihood="gaussian", gaussian_variance="fixed", sigma=0.5, dtype="float64")
+    z = np.array([[0.3], [-1.2]])
+    mean = model.decode(z)["mean"]
+    np.testing.assert_allclose(model.reconstruction_nll(x, z), -np.sum(norm.logpdf(x, mean, 0.5), axis=1),
+                               rtol=1e-12)
+    loss, _, _ = model.loss_and_grads(x, np.array([[0.1], [0.4]]))
+    assert np.isfinite(float(loss)) and x.tolist() == [[-3.0, 7.0], [12.5, -0.25]]
 
 
 def test_unknown_dataset():
