@@ -60,22 +60,88 @@ def rng():
 
 @pytest.fixture
 def stop_at_step(monkeypatch):
-    """``stop_at_step(n)``: training's Ctrl-C handler reports a stop request at its n-th check (the n-th step
-    counted across epochs from the start of the call), as the first Ctrl-C would; undone by ``monkeypatch``."""
+    """``stop_at_step(n)``: the next training run stops as a first Ctrl-C would (minivae/train.py's
+    ``_StopOnInterrupt``: after the current step it saves, mid-epoch, and returns interrupted) at its n-th step,
+    counted from this call over every train() or resume that follows. It fires once: later runs go on undisturbed.
+    The test's own stand-in for SIGINT, which only the one subprocess test of tests/test_train.py sends for real."""
     import minivae.train as train_module
 
-    def install(n):
+    def arm(n):
         class StopAtStep(train_module._StopOnInterrupt):
-            calls = 0
+            steps = 0
 
             @property
-            def requested(self):
-                StopAtStep.calls += 1
-                return StopAtStep.calls == n
+            def requested(self):                # read once after every step
+                StopAtStep.steps += 1
+                return StopAtStep.steps == n
 
             @requested.setter
-            def requested(self, value):
+            def requested(self, value):         # a real SIGINT is not sent: the handler never sets it
                 pass
 
         monkeypatch.setattr(train_module, "_StopOnInterrupt", StopAtStep)
-    return install
+    return arm
+
+
+# ---- faults: a good run to keep intact, and a parameter broken mid-training ------------------------------------
+
+@pytest.fixture(scope="session")
+def _one_good_epoch(tmp_path_factory):
+    from minivae.train import train
+    out = tmp_path_factory.mktemp("good_run") / "run"
+    train(out=str(out), epochs=1, hidden=(16,), z_dim=3, batch_size=100, log=lambda s: None)
+    return out
+
+
+class GoodRun:
+    """A run folder ``out`` holding the checkpoint of one good epoch, and what it held at the start."""
+
+    def __init__(self, out):
+        self.out = out
+        self.digest, self.names = self.sha(), sorted(p.name for p in out.iterdir())
+
+    def sha(self):
+        import hashlib
+        return hashlib.sha256((self.out / "checkpoint.npz").read_bytes()).hexdigest()
+
+    def assert_untouched(self):
+        """The checkpoint is byte for byte as it was (SHA-256), and no other file appeared (no temporary one)."""
+        assert self.sha() == self.digest
+        assert sorted(p.name for p in self.out.iterdir()) == self.names
+
+
+@pytest.fixture
+def good_run(_one_good_epoch, tmp_path):
+    """A fresh copy, in this test's tmp_path, of a folder holding one good epoch's checkpoint: a GoodRun."""
+    import shutil
+    return GoodRun(shutil.copytree(_one_good_epoch, tmp_path / "run"))
+
+
+@pytest.fixture
+def inf_after_step(monkeypatch):
+    """``inf_after_step(t, name)``: after Adam's global step t, element 0 of parameter ``name`` becomes +inf."""
+    import minivae.optim as optim_module
+
+    def arm(t, name):
+        real = optim_module.Adam.step
+
+        def step(self, grads):
+            real(self, grads)
+            if self.t == t:
+                self.params[name].reshape(-1)[0] = np.inf
+
+        monkeypatch.setattr(optim_module.Adam, "step", step)
+    return arm
+
+
+# ---- a trained model, shared ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def digits_z2(tmp_path_factory):
+    """A 64-16-(2)-16-64 VAE trained two epochs on the digits (seed 0; the two goals tracked each epoch, as
+    ``--track-exact auto`` does at z_dim 2): (its TrainResult, its folder holding checkpoint.npz and
+    metrics.json). Shared by the whole session: copy the folder before writing anything beside the checkpoint,
+    and leave the model's parameters as they are."""
+    from minivae.train import train
+    out = tmp_path_factory.mktemp("digits_z2")
+    return train(epochs=2, hidden=(16,), z_dim=2, out=str(out), log=lambda s: None), out

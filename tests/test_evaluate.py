@@ -33,6 +33,33 @@ def small_model(device="cpu", z_dim=2, hidden=(6,), likelihood="bernoulli", seed
     return model
 
 
+def numpy_elbo_terms(model, x, eps):
+    """The ELBO's terms recomputed in float64 NumPy from the model's parameters alone, none of minivae's ops: for
+    the MLP VAE with q(z|x) = N(mu, diag e^logvar) (logvar clamped at LOGVAR_MAX), p(z) = N(0, I) and a Bernoulli
+    decoder, nll_sn = sum_d softplus(l_snd) - x_nd l_snd at z_sn = mu_n + e^(logvar_n / 2) eps_sn, and the closed
+    form kl_n = (1/2) sum_j (e^logvar_nj + mu_nj^2 - 1 - logvar_nj). x: (N, D), eps: (S, N, Z) host arrays.
+    Returns (nll (S, N), kl (N,))."""
+    c = model.config
+    assert (c["likelihood"], c["prior"], c["posterior"], c["decoder"]) == ("bernoulli", "normal", "diagonal", "mlp")
+    p = {k: to_host(v).astype(np.float64) for k, v in model.params.items()}
+    act = {"tanh": np.tanh, "relu": lambda a: np.maximum(a, 0.0)}[c["activation"]]
+
+    def mlp(prefix, h):
+        for i in range(len(model.hidden)):
+            h = act(h @ p[f"{prefix}.{i}.W"] + p[f"{prefix}.{i}.b"])
+        return h
+
+    x = np.asarray(to_host(x), dtype=np.float64)
+    h = mlp("enc", x)
+    mu = h @ p["enc.mu.W"] + p["enc.mu.b"]
+    logvar = np.minimum(h @ p["enc.logvar.W"] + p["enc.logvar.b"], LOGVAR_MAX)
+    z = mu + np.exp(logvar / 2) * np.asarray(to_host(eps), dtype=np.float64)      # (S, N, Z)
+    logits = mlp("dec", z) @ p["dec.out.W"] + p["dec.out.b"]                     # (S, N, D)
+    nll = np.sum(np.logaddexp(0.0, logits) - x * logits, axis=-1)
+    kl = 0.5 * np.sum(np.exp(logvar) + mu ** 2 - 1.0 - logvar, axis=1)
+    return nll, kl
+
+
 def data(model, n=25, seed=1):
     r = np.random.default_rng(seed)
     x = r.uniform(size=(n, model.x_dim))
@@ -48,7 +75,10 @@ def test_elbo_matches_per_example_terms_and_batching(device):
     nll, kl = model.elbo_terms(x, RNG(5).normal((25, 2), model.device, "float64"))
     assert full["nll"] == pytest.approx(float(np.mean(to_host(nll))), rel=1e-13)
     assert full["kl"] == pytest.approx(float(np.mean(to_host(kl))), rel=1e-13)
-    assert full["neg_elbo"] == pytest.approx(full["nll"] + full["kl"], rel=1e-15)
+    ref_nll, ref_kl = numpy_elbo_terms(model, x, RNG(5).normal((1, 25, 2), model.device, "float64"))
+    assert full["nll"] == pytest.approx(np.mean(ref_nll), rel=1e-12)          # each term against NumPy
+    assert full["kl"] == pytest.approx(np.mean(ref_kl), rel=1e-12)
+    assert full["neg_elbo"] == pytest.approx(np.mean(ref_nll) + np.mean(ref_kl), rel=1e-12)
     batched = evaluate_elbo(model, x, seed=5, batch_size=7)
     numbers = lambda r: {k: v for k, v in r.items() if v is not None}       # noqa: E731
     assert numbers(batched) == pytest.approx(numbers(full), rel=1e-13)
@@ -280,7 +310,15 @@ def test_active_units_and_kl_decomposition():
     au = active_units(model, x)
     assert au["active_units"] == 2 and au["variance"][2] < 1e-20
     dec = kl_decomposition(model, x, samples=20)
-    assert dec["mutual_information"] + dec["marginal_kl"] == pytest.approx(dec["kl"], rel=1e-12)
+    _, closed_kl = numpy_elbo_terms(model, x, np.zeros((1, 60, 3)))
+    assert dec["kl"] == pytest.approx(np.mean(closed_kl), rel=1e-12)         # the closed form, in NumPy
+    info, marginal = surgery_reference(model, x, 20, 0)
+    assert dec["mutual_information"] == pytest.approx(np.mean(info), rel=1e-12)
+    # KL(q(z) || p(z)) estimated on its own, mean_n [log q(z_n) - log N(z_n; 0, I)] at the same draws: it
+    # differs from the reported one (the closed-form KL minus I_q) by the Monte Carlo error of the sampled KL
+    sampled_kl = info + marginal                                               # per draw: mean_n log q(z|x)/p(z)
+    se = np.std(sampled_kl, ddof=1) / np.sqrt(20)
+    assert abs(dec["marginal_kl"] - np.mean(marginal)) < 4 * se, (dec["marginal_kl"], np.mean(marginal), se)
     assert 0 < dec["mutual_information"] <= dec["log_n"]
     assert dec["kl_se"] == 0.0 and dec["mutual_information_se"] == pytest.approx(dec["marginal_kl_se"], rel=1e-9)
     for name in ("enc.mu.W", "enc.logvar.W", "enc.0.W"):  # an encoder that ignores x: I_q(x; z) = 0
@@ -288,17 +326,23 @@ def test_active_units_and_kl_decomposition():
     assert abs(kl_decomposition(model, x)["mutual_information"]) < 1e-12
 
 
-def surgery_reference(model, x, samples, seed):
-    """I_q(x; z) per draw, unchunked: every (N, N, Z) pair from scipy.stats at once, scipy's logsumexp."""
+def surgery_reference(model, x, samples, seed, log_prior=None):
+    """Per draw, unchunked, from the draws z_n = mu_n + sigma_n eps_n of RNG(seed): I_q(x; z) = mean_n [log q(z_n|x_n)
+    - log q(z_n)] and KL(q(z) || p(z)) = mean_n [log q(z_n) - log p(z_n)], with every (N, N, Z) pair from
+    scipy.stats at once and scipy's logsumexp; ``log_prior(z)`` (default N(0, I)). Returns two (S,) arrays."""
     mu, logvar = (to_host(a) for a in model.encode(x))
     sigma, n = np.exp(logvar / 2), x.shape[0]
-    rng, info = RNG(seed), []
+    if log_prior is None:
+        def log_prior(z):
+            return scipy.stats.norm.logpdf(z).sum(axis=1)
+    rng, info, marginal = RNG(seed), [], []
     for _ in range(samples):
         z = mu + sigma * rng.generator.standard_normal(mu.shape)
         log_q_nm = scipy.stats.norm.logpdf(z[:, None, :], mu[None, :, :], sigma[None, :, :]).sum(axis=2)  # (N, N)
         log_qz = scipy.special.logsumexp(log_q_nm, axis=1) - np.log(n)
         info.append(np.mean(scipy.stats.norm.logpdf(z, mu, sigma).sum(axis=1) - log_qz))
-    return np.array(info)
+        marginal.append(np.mean(log_qz - log_prior(z)))
+    return np.array(info), np.array(marginal)
 
 
 def test_kl_decomposition_in_blocks_equals_the_unchunked_sum(device):
@@ -307,7 +351,7 @@ def test_kl_decomposition_in_blocks_equals_the_unchunked_sum(device):
     model = small_model(device, x_dim=6)
     x = data(model, n=53)
     dec = kl_decomposition(model, x, samples=4, seed=3, max_elements=50)
-    info = surgery_reference(model, x, 4, 3)
+    info, _ = surgery_reference(model, x, 4, 3)
     assert dec["mutual_information"] == pytest.approx(np.mean(info), rel=1e-12, abs=1e-12)
     assert dec["mutual_information_se"] == pytest.approx(np.std(info, ddof=1) / 2, rel=1e-9)
     whole = kl_decomposition(model, x, samples=4, seed=3, max_elements=10**8)
@@ -382,8 +426,12 @@ def test_evaluation_reads_the_clamped_posterior_as_training_does():
 
 def test_evaluate_report(device):
     model = small_model(device)
-    r = evaluate(model, data(model, n=20), k=50, progress=False)
-    assert r["neg_elbo"] == pytest.approx(r["nll"] + r["kl"])
+    x = data(model, n=20)
+    r = evaluate(model, x, k=50, progress=False)
+    nll, kl = numpy_elbo_terms(model, x, RNG(0).normal((10, 20, 2), model.device, "float64"))   # samples 10, seed 0
+    assert r["nll"] == pytest.approx(np.mean(nll), rel=1e-12) and r["kl"] == pytest.approx(np.mean(kl), rel=1e-12)
+    assert r["neg_elbo"] == pytest.approx(np.mean(nll) + np.mean(kl), rel=1e-12)
+    assert r["neg_elbo_se"] == pytest.approx(np.sqrt(np.sum(np.var(nll + kl, axis=0, ddof=1)) / 10) / 20, rel=1e-9)
     assert r["bits_per_dim"] == pytest.approx(r["neg_elbo"] / (10 * np.log(2)))
     assert r["bits_per_dim_se"] == pytest.approx(r["neg_elbo_se"] / (10 * np.log(2)))
     assert r["neg_log_px"] <= r["neg_iw_bound"] and r["posterior_gap"] > 0
@@ -539,12 +587,17 @@ def test_exact_log_px_with_mog_prior_matches_scipy_quad():
 
 def test_kl_decomposition_with_mog_prior():
     """The mixture's average KL is the sampled estimate at the draws that estimate I_q: it matches the KL by
-    quadrature within 4 standard errors, and I_q + marginal KL = KL; its reported se is the spread of the 50
-    per-draw averages, near the se the per-example quadrature spreads give."""
+    quadrature within 4 standard errors, and I_q and the marginal KL match an unchunked reference; its reported
+    se is the spread of the 50 per-draw averages, near the se the per-example quadrature spreads give."""
     model = mog_model(z_dim=1)
     x = data(model, n=40)
     dec = kl_decomposition(model, x, samples=50, seed=2)
-    assert dec["mutual_information"] + dec["marginal_kl"] == pytest.approx(dec["kl"], rel=1e-12)
+    # with no closed-form KL, the reported marginal KL is exactly mean_n [log q(z_n) - log p(z_n)] at the draws:
+    # against the unchunked reference, with the mixture's density from scipy.stats, and its se the draws' spread
+    info, marginal = surgery_reference(model, x, 50, 2, log_prior=lambda z: np.log(mog_density(model, z)))
+    assert dec["mutual_information"] == pytest.approx(np.mean(info), rel=1e-10)
+    assert dec["marginal_kl"] == pytest.approx(np.mean(marginal), rel=1e-10)
+    assert dec["marginal_kl_se"] == pytest.approx(np.std(marginal, ddof=1) / np.sqrt(50), rel=1e-8)
     mu, logvar = (to_host(a) for a in model.encode(x))
     sigma = np.exp(logvar[:, 0] / 2)
     grid = np.linspace(-25, 25, 200_001)[:, None]
