@@ -19,7 +19,7 @@ Atomic: the file is written to a temporary file in the same folder, flushed to d
 exception (or Ctrl-C) during the write removes the temporary file at once. A process killed outright (SIGKILL,
 power loss) cannot clean up after itself: its temporary file, named ``.tmp-<pid>-...``, is removed by the next
 write into that folder once no process with that pid is alive (POSIX).
-Tests: tests/test_checkpoint.py, tests/test_faults.py.
+Tests: tests/test_checkpoint.py (its write faults, marked fault).
 """
 import errno
 import json

@@ -13,7 +13,7 @@
 - Nothing is changed before every check has passed: an optimizer step checks every gradient before it moves
   any parameter, a checkpoint is read and checked whole before anything uses it.
 
-Tests: tests/test_bad_input.py (the battery of bad calls), tests/test_model.py.
+Tests: tests/test_checks.py (the helpers, then the battery of bad calls), tests/test_model.py.
 """
 import numpy as np
 

@@ -2,7 +2,7 @@
 wrong when it is not: a non-finite loss (and whether its batch, the parameters or the loss itself is to blame),
 a diverged KL (the encoder's log-variance at its clamp: derivations/kl.md#the-clamp), or parameters holding NaN
 or inf. Nothing is saved after a failed check: the last checkpoint is left as it was.
-Tests: tests/test_faults.py.
+Tests: tests/test_health.py.
 """
 import math
 import os

@@ -13,7 +13,7 @@ every epoch, resumable checkpoints and a JSON file of metrics. nanoGPT's ``train
 - A first Ctrl-C stops after the current step and saves, mid-epoch, everything a resume needs: resuming gives
   bit for bit the parameters of an uninterrupted run. The run's folder is claimed (minivae/run_folder.py): no
   earlier checkpoint is replaced unless asked, and two runs never write into one folder.
-Tests: tests/test_train.py, tests/test_faults.py, tests/test_config.py.
+Tests: tests/test_train.py, tests/test_health.py, tests/test_config.py.
 """
 import dataclasses
 import json

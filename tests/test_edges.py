@@ -306,9 +306,9 @@ def test_nan_upstream_gradient_reaches_every_gradient(pair):
 def test_non_finite_input_gives_a_non_finite_loss_or_gradient(likelihood, where):
     """With the value checks off, as the training loop runs it (check_input=False: reading values on a device
     would be a device-to-host transfer each step), a NaN or inf in the data, the noise or a weight comes out as
-    a non-finite loss or gradient, which the training loop reports (tests/test_faults.py); never as a finite
+    a non-finite loss or gradient, which the training loop reports (tests/test_health.py); never as a finite
     loss with finite gradients. (An infinite eps may leave the loss finite, z = -inf saturating tanh, but not
-    its gradient: dlogvar = dz eps sigma / 2.) With them on, host data is refused (tests/test_bad_input.py)."""
+    its gradient: dlogvar = dz eps sigma / 2.) With them on, host data is refused (tests/test_checks.py)."""
     model = VAE(5, 2, hidden=(4,), likelihood=likelihood, dtype="float64", seed=0)
     rng = np.random.default_rng(0)
     x, eps = rng.uniform(size=(3, 5)), rng.standard_normal((3, 2))

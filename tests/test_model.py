@@ -1,6 +1,6 @@
 """Tests for minivae/model.py: the whole-model gradient ``loss_and_grads`` against finite differences with the
 noise eps held fixed (float64, <= 1e-6), its forward against an independent NumPy/SciPy computation.
-Its input checks: tests/test_bad_input.py."""
+Its input checks: tests/test_checks.py."""
 import numpy as np
 import pytest
 import scipy.special
