@@ -3,7 +3,8 @@ checkpoint is refused unless the run resumes it or is told to overwrite it; two 
 (an exclusive lock, ``fcntl.flock`` on the folder itself, held for the whole run and released by the system if
 the process dies; no lock file is left behind);
 nothing is created on disk before the run is known to be able to start, and a folder this claim created is
-removed again if the run fails before writing anything into it. Tests: tests/test_run_folder.py, tests/test_train.py, tests/test_cli.py.
+removed again if the run fails before writing anything into it.
+Tests: tests/test_run_folder.py, tests/test_train.py, tests/test_cli.py.
 """
 import os
 import tempfile
