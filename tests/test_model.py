@@ -454,3 +454,159 @@ def test_free_bits_gradcheck_and_reference(free_bits):
 def test_free_bits_rejects_bad_values(value):
     with pytest.raises(ValueError, match="free_bits"):
         ELBO(1.0, free_bits=value)
+
+
+# ==== The whole-model backward against complex-step derivatives (from tests/test_derivations.py) ==================
+# The forward lines of derivations/elbo.md#whole-model-backward written again in plain, complex-capable NumPy, and
+# every gradient of loss_and_grads checked against complex-step derivatives of that re-implementation to 1e-10 (the
+# loss to 1e-12): for every likelihood, both objectives, K = 1 and K > 1, both priors, and through the clamp.
+# This section is appended whole; it uses the imports at the top of the file and these two.
+
+from minivae.likelihoods import SIGMA_MIN  # noqa: E402
+from minivae.reparam import LOGVAR_MAX  # noqa: E402
+
+H_CS = 1e-30          # complex step: f'(x) = Im f(x + i h) / h, exact to rounding (no subtraction, no cancellation)
+LOG_2PI = float(np.log(2.0 * np.pi))
+CS_ACTIVATIONS = {    # complex-capable forward formulas, independent of the ops
+    "tanh": np.tanh,
+    "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)),
+    "softplus": lambda x: np.log1p(np.exp(x)),
+    "identity": lambda x: x,
+}
+
+
+def complex_step_grad(fun, arr):
+    """Gradient of the real scalar fun(arr) by the complex step, one element at a time (fun must be analytic)."""
+    base = np.asarray(arr, dtype=np.complex128)
+    grad = np.empty(base.shape)
+    for idx in np.ndindex(*base.shape):
+        a = base.copy()
+        a[idx] += 1j * H_CS
+        grad[idx] = np.imag(fun(a)) / H_CS
+    return grad
+
+
+def _cs_logsumexp(a, axis):
+    """log sum exp over ``axis``, complex-capable: shifted by the maximum of the real part, a constant, so the
+    complex step still sees the exact derivative."""
+    m = np.max(np.real(a), axis=axis, keepdims=True)
+    return np.squeeze(m, axis=axis) + np.log(np.sum(np.exp(a - m), axis=axis))
+
+
+def _reference_vae_loss(p, x, eps, beta, likelihood, activation, n_hidden, objective="elbo", prior="normal",
+                        variance="shared", sigma_min=SIGMA_MIN, levels=4):
+    """The forward lines of elbo.md#whole-model-backward, written again with plain (complex-capable) numpy.
+    eps: (K, N, Z); the K samples broadcast against the encoder's (N, Z) outputs instead of being stacked as rows."""
+    act = CS_ACTIVATIONS[activation]
+    h = x
+    for i in range(n_hidden):
+        h = act(h @ p[f"enc.{i}.W"] + p[f"enc.{i}.b"])
+    mu = h @ p["enc.mu.W"] + p["enc.mu.b"]                                       # (N, Z)
+    r = h @ p["enc.logvar.W"] + p["enc.logvar.b"]
+    logvar = np.where(np.real(r) > LOGVAR_MAX, LOGVAR_MAX, r)                   # min(r, 40): the clamp
+    z = mu + np.exp(logvar / 2.0) * eps                                          # (K, N, Z)
+    if objective == "elbo" and prior == "normal":                               # (K, N): the closed form
+        kl = 0.5 * np.sum(np.exp(logvar) + mu * mu - 1.0 - logvar, axis=-1) * np.ones(eps.shape[:2])
+    else:                                                                        # at the sample: log q - log p
+        log_q = -0.5 * np.sum(eps * eps + logvar + LOG_2PI, axis=-1)
+        if prior == "normal":
+            log_p = -0.5 * np.sum(z * z + LOG_2PI, axis=-1)
+        else:
+            log_pi = p["prior.logits"] - _cs_logsumexp(p["prior.logits"], 0)     # (C,)
+            diff = z[..., None, :] - p["prior.mu"]                               # (K, N, C, Z)
+            a = log_pi - 0.5 * np.sum(diff * diff * np.exp(-p["prior.logvar"]) + p["prior.logvar"] + LOG_2PI,
+                                      axis=-1)
+            log_p = _cs_logsumexp(a, -1)
+        kl = log_q - log_p
+    h = z
+    for i in range(n_hidden):
+        h = act(h @ p[f"dec.{i}.W"] + p[f"dec.{i}.b"])
+    o = h @ p["dec.out.W"] + p["dec.out.b"]                                      # (K, N, D) or (K, N, D L)
+    if likelihood == "bernoulli":
+        nll = np.sum(np.log1p(np.exp(o)) - x * o, axis=-1)
+    elif likelihood == "categorical":
+        a = np.reshape(o, o.shape[:-1] + (x.shape[1], levels))                   # (K, N, D, L)
+        onehot = np.rint(x * (levels - 1))[..., None] == np.arange(levels)       # (N, D, L)
+        nll = -np.sum(onehot * (a - _cs_logsumexp(a, -1)[..., None]), axis=(-2, -1))
+    else:
+        raw = h @ p["dec.logvar.W"] + p["dec.logvar.b"] if variance == "per-element" else p["dec.logvar"]
+        logvar_x = np.log(sigma_min**2 + np.exp(raw))                            # the variance floor
+        nll = 0.5 * np.sum(LOG_2PI + logvar_x + (x - o) ** 2 * np.exp(-logvar_x), axis=-1)
+    if objective == "elbo":
+        return np.mean(nll + beta * kl)
+    log_w = -(nll + beta * kl)                                                   # (K, N)
+    return -np.mean(_cs_logsumexp(log_w, 0) - np.log(eps.shape[0]))
+
+
+def _check_whole_model(model, x, eps, beta, objective, ref):
+    """loss_and_grads against ref (the loss as a function of the params dict): the loss to 1e-12, every gradient
+    to 1e-10 against complex-step derivatives, with the shape of its parameter."""
+    obj = ELBO(beta) if objective == "elbo" else IWBound(beta)
+    loss, grads, _ = model.loss_and_grads(x, eps, objective=obj)
+    params = {k: np.asarray(v, dtype=np.float64) for k, v in model.params.items()}
+    assert float(loss) == pytest.approx(ref(params), rel=1e-12)
+    problems = []
+    for k, value in params.items():
+        cs = complex_step_grad(lambda a, k=k: ref({**params, k: a}), value)
+        err = rel_error(grads[k], cs)
+        if np.shape(grads[k]) != np.shape(value) or err > 1e-10:
+            problems.append(f"{k}: rel error {err:.2e}")
+    assert not problems, problems
+    return grads
+
+
+@pytest.mark.parametrize("likelihood, variance, activation, hidden, objective, k, prior", [
+    ("bernoulli", None, "tanh", (3,), "elbo", 1, "normal"), ("gaussian", "shared", "tanh", (3,), "elbo", 1, "normal"),
+    ("bernoulli", None, "tanh", (), "elbo", 1, "normal"), ("gaussian", "shared", "tanh", (3, 2), "elbo", 1, "normal"),
+    ("bernoulli", None, "sigmoid", (3,), "elbo", 1, "normal"),
+    ("gaussian", "shared", "softplus", (3,), "elbo", 1, "normal"),
+    ("bernoulli", None, "identity", (3, 2), "elbo", 1, "normal"),
+    ("gaussian", "per-element", "tanh", (3,), "elbo", 1, "normal"),
+    ("categorical", None, "tanh", (3,), "elbo", 1, "normal"),
+    ("gaussian", "per-dim", "tanh", (3,), "elbo", 3, "normal"),               # K samples averaged, closed-form KL
+    ("bernoulli", None, "tanh", (3,), "iw", 3, "normal"),                     # the IW bound, KL at the sample
+    ("gaussian", "shared", "tanh", (), "iw", 3, "mog"),
+    ("bernoulli", None, "tanh", (3,), "elbo", 2, "mog"),
+])
+def test_whole_model_backward_matches_complex_step(likelihood, variance, activation, hidden, objective, k, prior):
+    """The one chain of elbo.md#whole-model-backward for every likelihood, objective, K and prior; the Gaussian's
+    floor at sigma_min = 0.5, where its factor e^l / (sigma_min^2 + e^l) is far from 1."""
+    rng = np.random.default_rng(15)
+    N, D, Z, beta, sigma_min, levels = 4, 5, 2, 0.7, 0.5, 4
+    model = VAE(D, Z, hidden=hidden, activation=activation, likelihood=likelihood, dtype="float64", seed=0,
+                gaussian_variance=variance or "shared", sigma_min=sigma_min, levels=levels, prior=prior,
+                prior_components=3)
+    for name in model.params:                               # nonzero biases, decoder log-variance and prior
+        model.params[name] = model.params[name] + 0.3 * rng.standard_normal(np.shape(model.params[name]))
+    x = rng.standard_normal((N, D)) if likelihood == "gaussian" else rng.uniform(0.0, 1.0, (N, D))
+    eps = rng.standard_normal((k, N, Z))
+
+    def ref(p):
+        return _reference_vae_loss(p, x, eps, beta, likelihood, activation, len(hidden), objective, prior,
+                                   variance, sigma_min, levels)
+
+    _check_whole_model(model, x, eps[0] if k == 1 else eps, beta, objective, ref)    # K = 1: eps as (N, Z)
+
+
+def test_whole_model_backward_through_the_clamp():
+    """Latent coordinate 1's raw log-variance is beyond LOGVAR_MAX for every example (its eps is 0, so z stays
+    finite): the model reads logvar = 40 there, the KL's gradient (e^40 - 1) beta / 2N into it is stopped by the
+    clamp's backward (Step 5), so its head's column gets exactly 0, and every gradient matches the complex step."""
+    rng = np.random.default_rng(31)
+    N, D, Z, beta = 4, 5, 2, 0.7
+    model = VAE(D, Z, hidden=(3,), activation="tanh", likelihood="bernoulli", dtype="float64", seed=0)
+    for name in model.params:
+        model.params[name] = model.params[name] + 0.3 * rng.standard_normal(np.shape(model.params[name]))
+    model.params["enc.logvar.b"][1] = LOGVAR_MAX + 5.0
+    x = rng.uniform(0.0, 1.0, (N, D))
+    eps = rng.standard_normal((N, Z))
+    eps[:, 1] = 0.0
+    _, logvar = model.encode(x)
+    assert np.all(logvar[:, 1] == LOGVAR_MAX) and np.all(logvar[:, 0] < LOGVAR_MAX)
+
+    def ref(p):
+        return _reference_vae_loss(p, x, eps[None], beta, "bernoulli", "tanh", 1)
+
+    grads = _check_whole_model(model, x, eps, beta, "elbo", ref)
+    assert np.all(grads["enc.logvar.W"][:, 1] == 0.0) and grads["enc.logvar.b"][1] == 0.0
+    assert np.all(grads["enc.logvar.W"][:, 0] != 0.0)
