@@ -1,6 +1,6 @@
 """Every public forward/backward pair of minivae, collected from the package, with what it takes to call it: the
-one list that ``minivae gradcheck`` (minivae/gradcheck.py: run_checks) and the tests (tests/_ops.py: the hygiene,
-NaN, edge and property tests) all run over.
+one list that ``minivae gradcheck`` (minivae/gradcheck.py: run_checks) and the tests (tests/_ops.py, the registry that
+tests/test_ops.py runs every generic check from) all run over.
 
 ``pairs()`` is built by scanning every module of ``minivae`` for ``<name>_forward`` / ``<name>_backward`` defined
 in that module, so a pair added later is picked up by the command and the tests without editing them.
@@ -14,7 +14,7 @@ and two value ranges:
 
 A pair with no entry gets ``fallback_spec``: every argument an (N, D) array of moderate reals, all
 differentiated. Where that does not fit the op, the tests fail naming the pair: add an entry here.
-Derivation: derivations/gradcheck.md#check. Tests: tests/test_gradcheck.py, tests/test_hygiene.py.
+Derivation: derivations/gradcheck.md#check. Tests: tests/test_gradcheck.py, tests/test_ops.py.
 """
 import functools
 import importlib
@@ -67,9 +67,8 @@ SPECS = {
     "kl.kl_std_normal": Spec((Arg("NZ", (-1e100, 1e100), (-1e18, 1e18)),
                               Arg("NZ", (-1e300, 40.0), (-1e37, 40.0), (-6.0, 6.0))), (0, 1)),
     "likelihoods.bernoulli_nll": Spec((Arg("ND", kind="unit"), Arg("ND", FULL, FULL32, (-8.0, 8.0))), (1,)),
-    "likelihoods.gaussian_nll": None,          # three variants below: logvar (), (D,) and (N, D)
-    "likelihoods.variance_floor": Spec((Arg("ND", FULL, FULL32, (-15.0, 8.0)),
-                                        Arg("", moderate=(1e-3, 1.0), kind="scalar")), (0,)),
+    "likelihoods.gaussian_nll": None,          # four variants below: logvar (), (D,), (1, D) and (N, D)
+    "likelihoods.variance_floor": None,        # three variants below: logvar (), (D,) and (N, D)
     "likelihoods.categorical_nll": Spec((Arg("NDL", kind="onehot"), Arg("NDL", FULL, FULL32)), (1,)),
     "prior.std_normal_log_prob": Spec((Arg("NZ", (-1e150, 1e150), (-1e18, 1e18)),), (0,)),
     "prior.reparam_log_q": Spec((Arg("NZ", (-1e150, 1e150), (-1e18, 1e18)), Arg("NZ", FULL, FULL32)), (1,)),
@@ -93,13 +92,19 @@ SPECS = {
                                  Arg("NZ", (0.0, 1e3), (0.0, 1e3), (0.2, 1.5)),
                                  Arg("N", (-1e3, 1e3), (-1e3, 1e3), (-2.0, 2.0))), (0, 1, 2, 3)),
 }
-# The Gaussian's residuals stay within +-1e3 and its logvar where (2e3)^2 exp(-logvar) stays finite.
+# The Gaussian's residuals stay within +-1e3 and its logvar where (2e3)^2 exp(-logvar) stays finite. Its logvar and
+# the floor's come in the shapes the model gives them (shared (), per-dim (D,), per-element (N, D)), and (1, D),
+# which broadcasts over a stretched axis rather than a missing one.
 _X = Arg("ND", (-1e3, 1e3), (-1e3, 1e3), (-2.0, 2.0))
 _LV = dict(wide64=(-100.0, 700.0), wide32=(-70.0, 80.0), moderate=(-1.0, 1.5))
-GAUSSIAN_VARIANTS = {
-    "logvar ()": Spec((_X, _X, Arg("", **_LV)), (1, 2)),
-    "logvar (D,)": Spec((_X, _X, Arg("D", **_LV)), (1, 2)),
-    "logvar (N, D)": Spec((_X, _X, Arg("ND", **_LV)), (1, 2)),
+GAUSSIAN_VARIANTS = {f"logvar {name}": Spec((_X, _X, Arg(dims, **_LV)), (1, 2))
+                     for name, dims in (("()", ""), ("(D,)", "D"), ("(1, D)", "1D"), ("(N, D)", "ND"))}
+_FLOOR = dict(wide64=FULL, wide32=FULL32, moderate=(-15.0, 8.0))
+_SIGMA_MIN = Arg("", moderate=(1e-3, 1.0), kind="scalar")
+VARIANTS = {
+    "likelihoods.gaussian_nll": GAUSSIAN_VARIANTS,
+    "likelihoods.variance_floor": {f"logvar {name}": Spec((Arg(dims, **_FLOOR), _SIGMA_MIN), (0,))
+                                   for name, dims in (("()", ""), ("(D,)", "D"), ("(N, D)", "ND"))},
 }
 
 
@@ -111,7 +116,7 @@ def fallback_spec(forward):
 
 @functools.lru_cache(maxsize=None)
 def pairs():
-    """Every pair, as a tuple of Pair, sorted by module and name (the Gaussian NLL once per variant). Collected on
+    """Every pair, as a tuple of Pair, sorted by module and name (a pair in VARIANTS once per variant). Collected on
     the first call, when every module of minivae can be imported (not while this one is)."""
     import minivae
     found = []
@@ -128,8 +133,8 @@ def pairs():
             if backward is None or getattr(backward, "__module__", None) != module.__name__:
                 continue
             key = f"{info.name}.{base}"
-            if key == "likelihoods.gaussian_nll":
-                found += [Pair(f"{key}[{v}]", fn, backward, s) for v, s in GAUSSIAN_VARIANTS.items()]
+            if key in VARIANTS:
+                found += [Pair(f"{key}[{v}]", fn, backward, s) for v, s in VARIANTS[key].items()]
             else:
                 found.append(Pair(key, fn, backward, SPECS.get(key) or fallback_spec(fn)))
     return tuple(found)
@@ -143,7 +148,8 @@ def draw_dims(rng):
 
 
 def shape_of(arg, dims):
-    return tuple(dims[d] for d in arg.dims)
+    """The shape of ``arg`` for the sizes ``dims``; the dimension "1" is always 1."""
+    return tuple(1 if d == "1" else dims[d] for d in arg.dims)
 
 
 def make_arg(arg, dims, rng, dtype, where="moderate"):
