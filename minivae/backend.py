@@ -62,7 +62,7 @@ def sum_to_shape(g, shape):
     stretched = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
     if stretched:
         g = xp.sum(g, axis=stretched, keepdims=True)
-    return g
+    return xp.asarray(g)                 # NumPy's sum over every axis gives a scalar; a 0-d input gets a 0-d array
 
 
 def to_host(a):

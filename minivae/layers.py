@@ -105,7 +105,7 @@ def softplus_backward(dy, cache):
     """dx = dy sigmoid(x) = dy (1 - exp(-y)) = -dy expm1(-y).   derivations/activations.md#softplus"""
     y = cache
     xp = _check_dy("softplus_backward", dy, y)
-    dx = -xp.expm1(-y)                              # sigmoid(x) = 1 - exp(-y)
+    dx = xp.asarray(-xp.expm1(-y))                  # sigmoid(x) = 1 - exp(-y); asarray: NumPy makes 0-d a scalar
     dx *= dy
     return dx
 

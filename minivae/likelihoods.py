@@ -90,11 +90,11 @@ def variance_floor_forward(logvar, sigma_min):
     -> the floored log-variance, logvar's shape.  cache = softplus(logvar - c), the output minus c.
     derivations/likelihoods.md#variance-floor-forward
     """
-    check_arrays("variance_floor_forward", logvar=logvar)
+    xp = check_arrays("variance_floor_forward", logvar=logvar)
     sigma_min = check_number(sigma_min, "variance_floor_forward: sigma_min", 0.0, strict=True)
     c = 2.0 * math.log(sigma_min)                    # log sigma_min^2, a Python float: keeps logvar's dtype
     sp, _ = softplus_forward(logvar - c)             # softplus(u) = max(u,0) + log1p(exp(-|u|))
-    return c + sp, sp
+    return xp.asarray(c + sp), sp                    # asarray: NumPy's float + 0-d array is a scalar, not an array
 
 
 def variance_floor_backward(dout, cache):

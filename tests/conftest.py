@@ -22,7 +22,7 @@ def pytest_configure(config):
         config.addinivalue_line("markers", f"{name}: {what}")
 
 
-# A fixed hypothesis profile (tests/test_properties.py): deterministic, bounded, no deadline, no database.
+# A fixed hypothesis profile (tests/test_ops.py): deterministic, bounded, no deadline, no database.
 try:
     from hypothesis import HealthCheck, settings
 except ImportError:                                        # the property tests skip themselves

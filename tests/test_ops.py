@@ -38,7 +38,7 @@ F32_ATOL, F32_RTOL = 1e-5, 1.3e-6                   # torch.testing's defaults f
 DTYPES = ["float32", "float64"]
 
 
-@pytest.fixture(params=PAIRS, ids=PAIR_IDS)
+@pytest.fixture(scope="module", params=PAIRS, ids=PAIR_IDS)   # not per function: hypothesis reruns the test body
 def pair(request):
     return request.param
 
