@@ -6,9 +6,7 @@ import scipy.special
 
 from minivae import layers
 from minivae.backend import to_host
-from minivae.gradcheck import check_backward
 
-TOL = 1e-6
 SHAPES = [(1, 1), (3, 5), (7, 2)]
 ACTIVATIONS = sorted(layers.ACTIVATIONS)
 
@@ -38,14 +36,6 @@ def test_linear_forward_matches_reference(device, rng, shape):
     np.testing.assert_allclose(to_host(y), ref, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("shape", SHAPES)
-def test_linear_backward_gradcheck(device, rng, shape):
-    n, d_in = shape
-    x, W, b = (device.asarray(rng.standard_normal(s)) for s in ((n, d_in), (d_in, 4), (4,)))
-    errors = check_backward(layers.linear_forward, layers.linear_backward, (x, W, b))
-    assert max(errors) <= TOL, errors
-
-
 @pytest.mark.parametrize("name", ACTIVATIONS)
 def test_activation_forward_matches_reference(device, rng, name):
     x = rng.standard_normal((6, 5)) * 4.0
@@ -62,17 +52,6 @@ def test_activation_derivative_matches_reference(device, rng, name):
     _, cache = forward(device.asarray(x))
     dx = backward(device.asarray(dy), cache)
     np.testing.assert_allclose(to_host(dx), dy * DERIVATIVE[name](x), rtol=1e-12, atol=1e-15)
-
-
-@pytest.mark.parametrize("name", ACTIVATIONS)
-@pytest.mark.parametrize("shape", SHAPES)
-def test_activation_backward_gradcheck(device, rng, name, shape):
-    x = rng.standard_normal(shape)
-    if name == "relu":                      # keep finite differences away from the kink at 0
-        x = np.where(np.abs(x) < 0.1, 0.5, x)
-    forward, backward = layers.ACTIVATIONS[name]
-    errors = check_backward(forward, backward, (device.asarray(x),))
-    assert max(errors) <= TOL, errors
 
 
 def test_relu_derivative_at_zero_is_zero(device):

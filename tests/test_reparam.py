@@ -5,17 +5,8 @@ import pytest
 import scipy.stats
 
 from minivae.backend import to_host
-from minivae.gradcheck import check_backward
-from minivae.reparam import (LOGVAR_MAX, logvar_clamp_backward, logvar_clamp_forward, reparameterize_backward,
-                             reparameterize_forward)
+from minivae.reparam import (LOGVAR_MAX, logvar_clamp_backward, logvar_clamp_forward, reparameterize_forward)
 from minivae.rng import RNG
-
-
-@pytest.mark.parametrize("shape", [(1, 1), (4, 3), (9, 2)])
-def test_reparameterize_backward_gradcheck(device, rng, shape):
-    mu, logvar, eps = (device.asarray(rng.standard_normal(shape)) for _ in range(3))
-    errors = check_backward(reparameterize_forward, reparameterize_backward, (mu, logvar, eps), wrt=(0, 1))
-    assert max(errors) <= 1e-6, errors
 
 
 @pytest.mark.parametrize("mu, logvar", [(0.0, 0.0), (3.0, -4.0), (-2.0, 2.5), (1e3, 0.7)])
