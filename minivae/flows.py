@@ -9,7 +9,7 @@ outputs them (the amortised planar flow of van den Berg et al. 2018):
 where u_hat is the reparameterised u that keeps w^T u_hat = m(w^T u) > -1, so every step is invertible.
 Three pairs, one per formula: ``planar_u`` (u -> u_hat), ``planar`` (z -> f(z)) and ``planar_logdet``. The
 posterior part (minivae/parts/planar_flow.py) chains them.
-Derivation: derivations/flows.md. Tests: tests/test_flows.py.
+Derivation: derivations/flows.md. Tests: tests/test_flows.py, tests/test_ops.py.
 """
 from .backend import array_namespace
 from .checks import check_arrays, check_shape

@@ -6,7 +6,7 @@ a lower bound on log p(x) that is the ELBO at k = 1 and tightens as k grows. The
 log-weights to L_k per example; its backward hands each sample the normalised importance weight
 w~_i = w_i / sum_i' w_i (a softmax over i of log w, computed stably). The model (``VAE.loss_and_grads`` with
 eps of shape (K, N, Z)) builds log w from its decoder, prior and encoder and chains the rest.
-Derivation: derivations/objectives.md. Tests: tests/test_iwae.py, tests/test_model.py.
+Derivation: derivations/objectives.md. Tests: tests/test_iwae.py, tests/test_model.py, tests/test_ops.py.
 """
 import math
 

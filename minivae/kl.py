@@ -1,6 +1,6 @@
 """KL(q(z|x) || p(z)) for q = N(mu, diag sigma^2) and p = N(0, I), in closed form
-(Kingma & Welling 2013, Appendix B). Derivation: derivations/kl.md. Tests: tests/test_kl.py, tests/test_edges.py,
-tests/test_statistics.py.
+(Kingma & Welling 2013, Appendix B). Derivation: derivations/kl.md. Tests: tests/test_kl.py,
+tests/test_ops.py.
 
 The formula is the textbook one: the encoder's log-variance reaches it already clamped at ``reparam.LOGVAR_MAX``
 (``reparam.logvar_clamp_forward``, applied once at the head). derivations/kl.md#the-clamp

@@ -2,7 +2,7 @@
 
 ``*_forward(...) -> (out, cache)``; ``*_backward(dout, cache)`` returns the gradients and never mutates its
 inputs. Where the derivative is a function of the output (tanh, sigmoid, softplus, relu), the cache keeps the
-output. Derivations: derivations/linear.md, derivations/activations.md. Tests: tests/test_layers.py.
+output. Derivations: derivations/linear.md, derivations/activations.md. Tests: tests/test_layers.py, tests/test_ops.py.
 """
 from .backend import astype
 from .checks import check_arrays, check_shape

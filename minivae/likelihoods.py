@@ -4,7 +4,7 @@ keeps a learned Gaussian variance >= sigma_min^2 (Mattei & Frellsen 2018: withou
 unbounded), and a categorical over L discretised intensities (van den Oord et al. 2016, PixelRNN's 256-way
 softmax).
 
-Derivation: derivations/likelihoods.md. Tests: tests/test_likelihoods.py.
+Derivation: derivations/likelihoods.md. Tests: tests/test_likelihoods.py, tests/test_ops.py.
 """
 import math
 

@@ -7,7 +7,7 @@ so the backward is the linear layer's with the mask on the weight gradient: dx =
 The masks come from degrees (``made_masks``): input d has degree d (1..D); each hidden unit a degree in
 1..D-1; a hidden unit sees the units of the layer below with degree <= its own, an output d the last hidden
 units with degree < d. Then output d depends on x_1 .. x_{d-1} only.
-Derivation: derivations/made.md. Tests: tests/test_made.py.
+Derivation: derivations/made.md. Tests: tests/test_made.py, tests/test_ops.py.
 """
 import itertools
 

@@ -10,7 +10,7 @@
 With a prior that is not N(0, I) the KL(q(z|x) || p(z)) has no closed form; the model estimates it with the
 sampled z as log q(z|x) - log p(z) (Kingma & Welling 2013, Eq. 6), which needs the two log-densities below.
 Randomness never enters an op: ``mog_sample`` takes its uniform and normal noise as arguments.
-Derivation: derivations/prior.md. Tests: tests/test_prior.py.
+Derivation: derivations/prior.md. Tests: tests/test_prior.py, tests/test_ops.py.
 """
 
 import numpy as np

@@ -3,7 +3,7 @@ and the clamp that keeps the encoder's log-variance finite.
 
 The noise eps ~ N(0, I) is an argument, drawn outside by ``minivae.rng``: the randomness sits in eps, so z is a
 deterministic, differentiable function of (mu, logvar). Derivation: derivations/reparameterization.md.
-Tests: tests/test_reparam.py, tests/test_edges.py, tests/test_statistics.py.
+Tests: tests/test_reparam.py, tests/test_ops.py.
 
 The clamp is applied once, at the encoder's log-variance head (``logvar_clamp_forward``, a pair of its own, as
 ``likelihoods.variance_floor_forward`` is for the decoder's variance): every consumer of q (the sampler, the

@@ -1,12 +1,18 @@
-"""Tests for minivae/likelihoods.py: the NLLs against scipy.stats and scipy.special, their backwards against
-finite differences (float64, <= 1e-6), on every device: Bernoulli, Gaussian (every variance, with the floor on
-a learned one) and categorical over discretised intensities."""
+"""Tests for minivae/likelihoods.py: the NLLs against scipy.stats and scipy.special on every device, and the
+compositions' backwards against finite differences (float64, <= 1e-6; each pair's own gradient check is
+tests/test_ops.py's): Bernoulli, Gaussian (every variance, with the floor on a learned one) and categorical over
+discretised intensities; and at the edges, the Bernoulli NLL at extreme logits against a 400-digit decimal
+reference and the Gaussian at extreme log-variances against its float64 formula (marker ``edge``)."""
 import itertools
+import math
+from decimal import Decimal, localcontext
+
 import numpy as np
 import pytest
 import scipy.special
 import scipy.stats
 
+from _extremes import DTYPES, close, logvar_grid
 from minivae.backend import to_host
 from minivae.data import load_dataset
 from minivae.gradcheck import check_backward
@@ -214,3 +220,122 @@ def test_categorical_nll_stable_at_extreme_logits():
         da = categorical_nll_backward(np.ones(1), cache)
     np.testing.assert_allclose(nll, [0.0 + 2e4 + np.log(2.0)], rtol=1e-15)
     np.testing.assert_allclose(da, [[[0, 0, 0], [0.5, -1, 0.5]]], atol=1e-300)
+
+
+# ---- at the edges: Bernoulli at extreme logits (a 400-digit decimal reference), the Gaussian at extreme
+# log-variances (its float64 formula); the tolerances: tests/_extremes.py ------------------------------------
+
+LOGITS = [0.0, 1e-8, -1e-8, 20.0, -20.0, 50.0, -50.0, 100.0, -100.0, 120.0, -120.0, 1e4, -1e4, 1e38, -1e38]
+LOGITS64 = LOGITS + [1e308, -1e308]
+TARGETS = [0.0, 0.5, 1.0]
+
+
+def _log1p_exp_neg(t):
+    """log(1 + exp(-t)) for a Decimal t >= 0; the series below 1e-30, where 1 + e would drop digits."""
+    e = (-t).exp()
+    return e - e * e / 2 if e < Decimal("1e-30") else (1 + e).ln()
+
+
+def bernoulli_reference(a, x):
+    """(nll, dnll/da) = (softplus(a) - x a, sigmoid(a) - x) at the float value a, in 400-digit decimal, formed
+    the textbook way (no care about cancellation: the precision absorbs it)."""
+    with localcontext() as ctx:
+        ctx.prec = 400
+        A, X = Decimal(float(a)), Decimal(float(x))
+        softplus = max(A, Decimal(0)) + _log1p_exp_neg(abs(A))
+        e = (-abs(A)).exp()
+        sigmoid = 1 / (1 + e) if A >= 0 else e / (1 + e)
+        return float(softplus - X * A), float(sigmoid - X)
+
+
+def bernoulli_grid(dtype):
+    logits = LOGITS64 if dtype == "float64" else LOGITS
+    a = np.array([v for v in logits for _ in TARGETS], dtype=dtype)[:, None]       # (M, 1): one logit a row
+    x = np.array([t for _ in logits for t in TARGETS], dtype=dtype)[:, None]
+    return a, x
+
+
+@pytest.mark.edge
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bernoulli_nll_at_extreme_logits_matches_a_decimal_reference(dtype):
+    """Logits {0, +-1e-8, +-20, +-50, +-100, +-120, +-1e4, +-1e38, and +-1e308 in float64} x targets {0, 0.5, 1}:
+    the loss is finite, >= 0, and equals the 400-digit reference to 1e-12 (float64) / 1e-6 (float32) relative;
+    the gradient sigmoid(a) - x is finite and within one unit of 1's last place of the exact value (it is
+    formed next to 1: see test_bernoulli_gradient_is_accurate_in_absolute_terms)."""
+    a, x = bernoulli_grid(dtype)
+    nll, cache = bernoulli_nll_forward(x, a)
+    grad = bernoulli_nll_backward(np.ones(len(a), dtype=dtype), cache)
+    assert nll.dtype == grad.dtype == np.dtype(dtype)
+    assert np.all(np.isfinite(nll)) and np.all(nll >= 0) and np.all(np.isfinite(grad))
+    eps = float(np.finfo(dtype).eps)
+    for i in range(len(a)):
+        ref_nll, ref_grad = bernoulli_reference(a[i, 0], x[i, 0])
+        assert close(nll[i], ref_nll, dtype), (a[i, 0], x[i, 0], nll[i], ref_nll)
+        assert abs(float(grad[i, 0]) - ref_grad) <= eps, (a[i, 0], x[i, 0], grad[i, 0], ref_grad)
+
+
+@pytest.mark.edge
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_confident_correct_prediction_gives_zero_loss_and_zero_gradient(dtype):
+    """Where the exact loss log(1 + exp(-|a|)) is below the smallest float (|a| >= 1e4; |a| = 120 in float32),
+    a right answer gives exactly 0 loss and exactly 0 gradient, not a tiny negative number or a NaN."""
+    big = [1e4, 1e38] + ([1e308] if dtype == "float64" else [120.0])
+    a = np.array([v for v in big] + [-v for v in big], dtype=dtype)[:, None]
+    x = np.array([1.0] * len(big) + [0.0] * len(big), dtype=dtype)[:, None]
+    nll, cache = bernoulli_nll_forward(x, a)
+    grad = bernoulli_nll_backward(np.ones(len(a), dtype=dtype), cache)
+    np.testing.assert_array_equal(nll, 0.0)
+    np.testing.assert_array_equal(grad, 0.0)
+
+
+@pytest.mark.edge
+def test_bernoulli_gradient_is_accurate_in_absolute_terms():
+    """The decision pinned here: the gradient is formed as sigmoid(a) - x, accurate to half a unit in the last
+    place of 1 (1.1e-16 in float64), not relative to its own size. At x = 1, a = 40 it is exactly 0 where the
+    exact value is -sigmoid(-40) = -4.2e-18. That error is below the resolution of every quantity it is added
+    to (dlogits feeds dW = h^T dlogits beside O(1) terms), so the cheaper form is kept; the loss, by contrast,
+    is formed without cancellation and keeps its 4.2e-18 (derivations/likelihoods.md#bernoulli-backward)."""
+    a, x = np.array([[40.0, -40.0]]), np.array([[1.0, 0.0]])
+    nll, cache = bernoulli_nll_forward(x, a)
+    np.testing.assert_allclose(nll, [2 * math.log1p(math.exp(-40.0))], rtol=1e-15)
+    grad = bernoulli_nll_backward(np.ones(1), cache)
+    assert grad[0, 0] == 0.0                                   # exact: -4.25e-18, rounded away next to 1
+    assert grad[0, 1] == pytest.approx(scipy.special.expit(-40.0), rel=1e-15)   # formed away from 1: exact
+
+
+@pytest.mark.edge
+def test_bernoulli_small_loss_keeps_its_relative_accuracy_in_float32():
+    """The loss of a right answer at a = 20 is 2.06e-9; float32 keeps it (softplus(a) - x a would give 0)."""
+    nll, _ = bernoulli_nll_forward(np.ones((1, 1), np.float32), np.full((1, 1), 20.0, np.float32))
+    assert nll[0] == pytest.approx(math.log1p(math.exp(-20.0)), rel=1e-6)
+
+
+def gaussian_reference(x, mean, logvar):
+    """0.5 (log 2 pi + logvar + (x - mean)^2 exp(-logvar)) and its derivatives, in float64."""
+    sq = (x - mean) ** 2 * math.exp(-logvar)
+    return (0.5 * (math.log(2 * math.pi) + logvar + sq), -(x - mean) * math.exp(-logvar), 0.5 * (1.0 - sq))
+
+
+@pytest.mark.edge
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gaussian_nll_at_extreme_logvar(dtype):
+    """x = 0, mean {0, +-1e3}, logvar {-100, ..., 100}: wherever the exact value fits the dtype, the NLL and its
+    gradients are finite and match the float64 formula; where it does not (float32, logvar = -100, residual 1e3:
+    2.7e49) the result is +inf (the gradients +-inf), never NaN. No clamp: a learned decoder variance goes
+    through the model's floor sigma_min^2 (derivations/likelihoods.md#why-a-floor); a residual of 0 at
+    logvar = -100 in float32 once gave 0 * inf = NaN."""
+    mean, lv = logvar_grid(dtype)
+    x = np.zeros_like(mean)
+    with np.errstate(over="ignore"):
+        nll, cache = gaussian_nll_forward(x, mean, lv)
+        dmean, dlv = gaussian_nll_backward(np.ones(len(x), dtype=dtype), cache)
+    big = float(np.finfo(dtype).max)
+    for i in range(len(x)):
+        refs = gaussian_reference(0.0, float(mean[i, 0]), float(lv[i, 0]))
+        for got, ref in zip((nll[i], dmean[i, 0], dlv[i, 0]), refs, strict=True):
+            assert not np.isnan(got), (mean[i, 0], lv[i, 0])
+            if abs(ref) > big:
+                assert got == (math.inf if ref > 0 else -math.inf), (mean[i, 0], lv[i, 0], got, ref)
+            else:
+                assert close(got, ref, dtype), (mean[i, 0], lv[i, 0], got, ref)
+    assert dtype == "float64" or np.sum(np.isinf(nll)) == 2          # the two residuals of 1e3 at logvar -100

@@ -8,8 +8,10 @@ import scipy.stats
 
 from minivae.backend import to_host
 from minivae.gradcheck import directional_check, numerical_gradient, rel_error
+from minivae.likelihoods import SIGMA_MIN
 from minivae.model import VAE
 from minivae.objectives import ELBO, IWBound
+from minivae.reparam import LOGVAR_MAX
 
 CONFIGS = [
     dict(x_dim=5, z_dim=2, hidden=(), activation="tanh", likelihood="bernoulli"),
@@ -462,8 +464,6 @@ def test_free_bits_rejects_bad_values(value):
 # loss to 1e-12): for every likelihood, both objectives, K = 1 and K > 1, both priors, and through the clamp.
 # This section is appended whole; it uses the imports at the top of the file and these two.
 
-from minivae.likelihoods import SIGMA_MIN  # noqa: E402
-from minivae.reparam import LOGVAR_MAX  # noqa: E402
 
 H_CS = 1e-30          # complex step: f'(x) = Im f(x + i h) / h, exact to rounding (no subtraction, no cancellation)
 LOG_2PI = float(np.log(2.0 * np.pi))
@@ -610,3 +610,41 @@ def test_whole_model_backward_through_the_clamp():
     grads = _check_whole_model(model, x, eps, beta, "elbo", ref)
     assert np.all(grads["enc.logvar.W"][:, 1] == 0.0) and grads["enc.logvar.b"][1] == 0.0
     assert np.all(grads["enc.logvar.W"][:, 0] != 0.0)
+
+
+# ---- NaN and inf at the model's boundary -----------------------------------------------------------------------
+
+@pytest.mark.edge
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("where", ["x NaN", "x +inf", "eps NaN", "eps -inf", "parameter NaN"])
+def test_non_finite_input_gives_a_non_finite_loss_or_gradient(likelihood, where):
+    """With the value checks off, as the training loop runs it (check_input=False: reading values on a device
+    would be a device-to-host transfer each step), a NaN or inf in the data, the noise or a weight comes out as
+    a non-finite loss or gradient, which the training loop reports (tests/test_health.py); never as a finite
+    loss with finite gradients. (An infinite eps may leave the loss finite, z = -inf saturating tanh, but not
+    its gradient: dlogvar = dz eps sigma / 2.) With them on, host data is refused (tests/test_checks.py)."""
+    model = VAE(5, 2, hidden=(4,), likelihood=likelihood, dtype="float64", seed=0)
+    rng = np.random.default_rng(0)
+    x, eps = rng.uniform(size=(3, 5)), rng.standard_normal((3, 2))
+    if where.startswith("x"):
+        x[1, 2] = np.nan if "NaN" in where else np.inf
+    elif where.startswith("eps"):
+        eps[0, 1] = np.nan if "NaN" in where else -np.inf
+    else:
+        model.params["dec.0.W"][0, 0] = np.nan
+    with np.errstate(all="ignore"):
+        loss, grads, _ = model.loss_and_grads(x, eps, check_input=False)
+    assert not (np.isfinite(loss) and all(np.all(np.isfinite(g)) for g in grads.values()))
+    if where != "eps -inf":
+        assert not np.isfinite(loss)
+
+
+@pytest.mark.edge
+def test_an_infinite_bias_behind_tanh_leaves_the_loss_finite():
+    """Why training checks the parameters as well as the loss: tanh saturates, so an infinite hidden bias gives
+    h = 1 and a finite loss, with the parameter stuck at inf (its gradient is 0)."""
+    model = VAE(5, 2, hidden=(4,), dtype="float64", seed=0)
+    model.params["enc.0.b"][1] = np.inf
+    rng = np.random.default_rng(0)
+    loss, grads, _ = model.loss_and_grads(rng.uniform(size=(3, 5)), rng.standard_normal((3, 2)))
+    assert np.isfinite(loss) and grads["enc.0.b"][1] == 0.0
