@@ -1,8 +1,8 @@
-"""Tests for minivae/flows.py: each planar pair's backward against finite differences (float64, <= 1e-6, several
-shapes), the log-determinant against numpy's slogdet of the Jacobian taken by central differences, the
-reparameterised u against its defining property, and a chain of K steps against the change of variables: the
-density log q0(z0) - sum_k logdet_k, written at points found by inverting the flow with a root finder, integrates
-to 1 over z_K at Z = 2 and gives a box the probability the pushed samples give it."""
+"""Tests for minivae/flows.py (each planar pair's gradient check is tests/test_ops.py's): the log-determinant
+against numpy's slogdet of the Jacobian taken by central differences, the reparameterised u against its defining
+property, and a chain of K steps against the change of variables: the density log q0(z0) - sum_k logdet_k,
+written at points found by inverting the flow with a root finder, integrates to 1 over z_K at Z = 2 and gives a
+box the probability the pushed samples give it."""
 import math
 
 import numpy as np

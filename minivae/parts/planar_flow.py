@@ -10,7 +10,7 @@ estimates the ELBO by sampling where the diagonal Gaussian's is integrated on a 
 
 Parameters: those of the diagonal Gaussian (enc.mu.*, enc.logvar.*), then for k = 0 .. K-1 enc.flow.{k}.u.W/b
 (H, Z), (Z,); enc.flow.{k}.w.W/b (H, Z), (Z,); enc.flow.{k}.b.W/b (H, 1), (1,).
-Derivation: derivations/flows.md. Tests: tests/test_flows.py, tests/test_model.py.
+Derivation: derivations/flows.md. Tests: tests/test_planar_flow.py, tests/test_flows.py, tests/test_model.py.
 """
 from ..backend import array_namespace
 from ..flows import (planar_backward, planar_forward, planar_logdet_backward, planar_logdet_forward,

@@ -11,7 +11,7 @@ components are its Gaussian q_0(z|u_c), the one whose density is known everywher
 
 Parameters: prior.u (C, D), the pseudo-inputs, unconstrained, initially 0.5 + 0.25 N(0, 1) (near the middle of
 the data's [0, 1] range, spread so that the components start apart).
-Derivation: derivations/prior.md#vampprior. Tests: tests/test_vamp_prior.py.
+Derivation: derivations/prior.md#vampprior. Tests: tests/test_vamp.py.
 """
 import numpy as np
 
