@@ -4,16 +4,18 @@ differences, and a
 five-point finite-difference reference for losses with gradient entries near the central-difference roundoff
 floor (~ulp(loss) / h)."""
 import numpy as np
+import pytest
 
 from minivae.backend import to_host
 from minivae.gradcheck import numerical_gradient, rel_error
 
 # the architectures the new parts are checked on: linear, one hidden layer, two hidden layers with a Gaussian
-CONFIGS = [
-    dict(x_dim=5, z_dim=2, hidden=(), activation="tanh", likelihood="bernoulli"),
-    dict(x_dim=6, z_dim=3, hidden=(4,), activation="tanh", likelihood="bernoulli"),
-    dict(x_dim=4, z_dim=2, hidden=(5, 3), activation="softplus", likelihood="gaussian"),
-]
+CONFIGS = {
+    "linear": dict(x_dim=5, z_dim=2, hidden=(), activation="tanh", likelihood="bernoulli"),
+    "one-hidden": dict(x_dim=6, z_dim=3, hidden=(4,), activation="tanh", likelihood="bernoulli"),
+    "two-hidden-gaussian": dict(x_dim=4, z_dim=2, hidden=(5, 3), activation="softplus", likelihood="gaussian"),
+}
+CONFIG_PARAMS = [pytest.param(c, id=name) for name, c in CONFIGS.items()]   # every one, with its id
 
 
 def perturb(model, seed=4):

@@ -13,27 +13,36 @@ from minivae.model import VAE
 from minivae.objectives import ELBO, IWBound
 from minivae.reparam import LOGVAR_MAX
 
-CONFIGS = [
-    dict(x_dim=5, z_dim=2, hidden=(), activation="tanh", likelihood="bernoulli"),
-    dict(x_dim=6, z_dim=3, hidden=(4,), activation="tanh", likelihood="bernoulli"),
-    dict(x_dim=4, z_dim=2, hidden=(5, 3), activation="softplus", likelihood="gaussian"),
-    dict(x_dim=5, z_dim=3, hidden=(4,), activation="sigmoid", likelihood="gaussian"),
-    dict(x_dim=5, z_dim=2, hidden=(6,), activation="relu", likelihood="bernoulli"),
-    dict(x_dim=4, z_dim=2, hidden=(3,), activation="tanh", likelihood="gaussian", gaussian_variance="fixed",
-         sigma=0.4),
-    dict(x_dim=4, z_dim=2, hidden=(3,), activation="tanh", likelihood="gaussian", gaussian_variance="per-dim",
-         sigma_min=0.3),
-    dict(x_dim=4, z_dim=2, hidden=(3,), activation="tanh", likelihood="gaussian", gaussian_variance="per-element",
-         sigma_min=0.3),
-    dict(x_dim=4, z_dim=2, hidden=(), activation="tanh", likelihood="gaussian", gaussian_variance="per-element"),
-    dict(x_dim=3, z_dim=2, hidden=(3,), activation="tanh", likelihood="categorical", levels=4),
-]
+CONFIGS = {   # by id: every architecture, activation, likelihood and variance the whole-model checks run on
+    "linear-tanh-bernoulli":
+        dict(x_dim=5, z_dim=2, hidden=(), activation="tanh", likelihood="bernoulli"),
+    "one-hidden-tanh-bernoulli":
+        dict(x_dim=6, z_dim=3, hidden=(4,), activation="tanh", likelihood="bernoulli"),
+    "two-hidden-softplus-gaussian":
+        dict(x_dim=4, z_dim=2, hidden=(5, 3), activation="softplus", likelihood="gaussian"),
+    "sigmoid-gaussian":
+        dict(x_dim=5, z_dim=3, hidden=(4,), activation="sigmoid", likelihood="gaussian"),
+    "relu-bernoulli":
+        dict(x_dim=5, z_dim=2, hidden=(6,), activation="relu", likelihood="bernoulli"),
+    "gaussian-fixed":
+        dict(x_dim=4, z_dim=2, hidden=(3,), activation="tanh", likelihood="gaussian", gaussian_variance="fixed",
+        sigma=0.4),
+    "gaussian-per-dim-floored":
+        dict(x_dim=4, z_dim=2, hidden=(3,), activation="tanh", likelihood="gaussian", gaussian_variance="per-dim",
+        sigma_min=0.3),
+    "gaussian-per-element-floored":
+        dict(x_dim=4, z_dim=2, hidden=(3,), activation="tanh", likelihood="gaussian", gaussian_variance="per-element",
+        sigma_min=0.3),
+    "linear-gaussian-per-element":
+        dict(x_dim=4, z_dim=2, hidden=(), activation="tanh", likelihood="gaussian", gaussian_variance="per-element"),
+    "categorical":
+        dict(x_dim=3, z_dim=2, hidden=(3,), activation="tanh", likelihood="categorical", levels=4),
+}
 
 
-def config_id(c):
-    variant = {"gaussian": c.get("gaussian_variance", "shared"), "categorical": c.get("levels")}
-    return f"{c['hidden']}-{c['activation']}-{c['likelihood']}" + (
-        f"-{variant[c['likelihood']]}" if c["likelihood"] in variant else "")
+def configs(*names):
+    """The CONFIGS named (every one if none), as pytest parameters with their ids."""
+    return [pytest.param(CONFIGS[n], id=n) for n in names or CONFIGS]
 
 
 def make_batch(model, n, seed):
@@ -50,7 +59,7 @@ def perturb_params(model, seed):
         p += model.device.asarray(0.3 * r.standard_normal(tuple(p.shape)), dtype="float64")   # in place
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=config_id)
+@pytest.mark.parametrize("config", configs())
 @pytest.mark.parametrize("beta", [1.0, 0.3])
 def test_loss_and_grads_gradcheck(config, beta):
     model = VAE(**config, dtype="float64", seed=3)
@@ -65,7 +74,8 @@ def test_loss_and_grads_gradcheck(config, beta):
         assert err <= 1e-6, (name, err)
 
 
-@pytest.mark.parametrize("config", [CONFIGS[2], CONFIGS[7], CONFIGS[9]], ids=config_id)
+@pytest.mark.parametrize("config", configs("two-hidden-softplus-gaussian", "gaussian-per-element-floored",
+                                            "categorical"))
 def test_loss_and_grads_gradcheck_on_strict_device(config):
     """The same check with every array on array-api-strict's non-default device (shared, per-element,
     categorical)."""
@@ -129,7 +139,7 @@ def reference_loss(model, x, eps, beta):
     return np.mean(-log_px + beta * kl), np.mean(-log_px), np.mean(kl)
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=config_id)
+@pytest.mark.parametrize("config", configs())
 def test_loss_matches_independent_reference(device, config):
     model = VAE(**config, dtype="float64", device=device, seed=3)
     perturb_params(model, 4)
@@ -219,7 +229,7 @@ def test_likelihood_params_decode_and_config_round_trip(kwargs, decoder_params):
 
 # ---- objectives and priors (derivations/objectives.md, derivations/prior.md) ------------------------------------
 
-PRIOR_CONFIGS = CONFIGS[:3]          # linear / one hidden layer / two hidden layers; bernoulli and gaussian
+PRIOR_CONFIGS = configs("linear-tanh-bernoulli", "one-hidden-tanh-bernoulli", "two-hidden-softplus-gaussian")
 
 
 def prior_model(config, prior, device="cpu", components=3):
@@ -238,7 +248,7 @@ def gradcheck_all(model, loss):
         assert err <= 1e-6, (name, err)
 
 
-@pytest.mark.parametrize("config", PRIOR_CONFIGS, ids=config_id)
+@pytest.mark.parametrize("config", PRIOR_CONFIGS)
 def test_mog_prior_gradcheck(config):
     """The ELBO with the mixture prior and its sampled KL: every parameter, the prior's included."""
     model = prior_model(config, "mog")
@@ -248,7 +258,7 @@ def test_mog_prior_gradcheck(config):
 
 @pytest.mark.parametrize("prior", ["normal", "mog"])
 @pytest.mark.parametrize("k", [1, 3])
-@pytest.mark.parametrize("config", PRIOR_CONFIGS, ids=config_id)
+@pytest.mark.parametrize("config", PRIOR_CONFIGS)
 def test_iw_loss_and_grads_gradcheck(config, k, prior):
     """The importance-weighted loss with all K noises (K, N, Z) held fixed."""
     model = prior_model(config, prior)
@@ -258,7 +268,7 @@ def test_iw_loss_and_grads_gradcheck(config, k, prior):
 
 
 def test_iw_and_mog_gradcheck_on_strict_device():
-    model = prior_model(CONFIGS[0], "mog", device="strict")           # the smallest: no host transfer
+    model = prior_model(CONFIGS["linear-tanh-bernoulli"], "mog", device="strict")   # the smallest: no host transfer
     x, _ = make_batch(model, 2, 5)
     eps = model.device.asarray(np.random.default_rng(6).standard_normal((2, 2, model.z_dim)))
     gradcheck_all(model, lambda: model.loss_and_grads(x, eps, IWBound()))
@@ -283,7 +293,7 @@ def sampled_kl_reference(model, x, eps):
     return scipy.stats.norm.logpdf(z, mu, sigma).sum(axis=1) - scipy_log_prior(model, z)
 
 
-@pytest.mark.parametrize("config", PRIOR_CONFIGS, ids=config_id)
+@pytest.mark.parametrize("config", PRIOR_CONFIGS)
 def test_mog_loss_matches_independent_reference(device, config):
     model = prior_model(config, "mog", device=device)
     x, eps = make_batch(model, 6, 5)
@@ -301,7 +311,7 @@ def test_iw_at_k_1_is_the_elbo_with_the_sampled_kl(prior):
     """K = 1: the loss is mean(nll + beta (log q - log p)) at the sample. For the mixture that is exactly the
     ELBO loss (whose KL is sampled too), gradients included; for N(0, I) it matches a one-component mixture
     fixed at N(0, I), whose ELBO loss has the sampled KL."""
-    model = prior_model(CONFIGS[1], prior, components=1)
+    model = prior_model(CONFIGS["one-hidden-tanh-bernoulli"], prior, components=1)
     x, eps = make_batch(model, 5, 5)
     loss1, grads1, stats1 = model.loss_and_grads(x, eps[None, ...], IWBound(0.8))
     nll, _ = model.elbo_terms(x, eps)
@@ -326,7 +336,7 @@ def test_iw_loss_matches_iw_bound_per_example(prior):
     (iw_bound draws eps = RNG(seed).normal((K, N, Z)) when K N fits one chunk)."""
     from minivae.evaluate import iw_bound
     from minivae.rng import RNG
-    model = prior_model(CONFIGS[1], prior)
+    model = prior_model(CONFIGS["one-hidden-tanh-bernoulli"], prior)
     x, _ = make_batch(model, 4, 5)
     k = 5
     eps = RNG(9).normal((k, 4, model.z_dim), model.device, "float64")
@@ -341,7 +351,7 @@ def test_iw_loss_matches_iw_bound_per_example(prior):
 def test_iw_gradient_is_the_weighted_sum_of_per_sample_gradients():
     """Burda et al.'s Eq. 14 for one example: grad L_K = sum_i w~_i grad log w_i, with each grad log w_i from the
     K = 1 loss at eps_i (whose loss is -log w_i) and w~ the softmax of the log-weights."""
-    model = prior_model(CONFIGS[2], "mog")
+    model = prior_model(CONFIGS["two-hidden-softplus-gaussian"], "mog")
     x, _ = make_batch(model, 1, 5)
     eps = model.device.asarray(np.random.default_rng(6).standard_normal((4, 1, model.z_dim)))
     _, grads, _ = model.loss_and_grads(x, eps, IWBound())
@@ -386,7 +396,7 @@ def test_iw_rejects_bad_noise(shape, message):
 
 # ---- one chain for every objective; the clamp at the head --------------------------------------------------------
 
-@pytest.mark.parametrize("config", [CONFIGS[1], CONFIGS[7], CONFIGS[9]], ids=config_id)
+@pytest.mark.parametrize("config", configs("one-hidden-tanh-bernoulli", "gaussian-per-element-floored", "categorical"))
 def test_elbo_over_k_samples_is_the_mean_of_k_single_sample_losses(config):
     """ELBO with eps (K, N, Z) runs the one chain over K*N rows: its loss and every gradient equal the mean of the
     K one-sample losses and gradients, and its gradients pass the finite-difference check."""
@@ -431,7 +441,7 @@ def test_free_bits_gradcheck_and_reference(free_bits):
     """ELBO(beta, free_bits): loss = mean(nll) + beta max(lambda, mean(kl)). Above the floor it is the beta-ELBO
     (same loss and gradients); below, the KL's gradient is 0 and the loss is mean(nll) + beta lambda. Both sides
     gradient-checked (<= 1e-6); the batch's mean KL here is ~1.6 nats, far from either floor's kink."""
-    model = VAE(**CONFIGS[1], dtype="float64", seed=3)
+    model = VAE(**CONFIGS["one-hidden-tanh-bernoulli"], dtype="float64", seed=3)
     perturb_params(model, 4)
     x, eps = make_batch(model, 7, 5)
     loss, grads, stats = model.loss_and_grads(x, eps, ELBO(0.7, free_bits=free_bits))

@@ -14,7 +14,7 @@ from minivae.gradcheck import numerical_gradient, rel_error
 from minivae.model import VAE
 from minivae.objectives import ELBO, IWBound
 
-from _fd import CONFIGS, batch, gradcheck_all, perturb
+from _fd import CONFIG_PARAMS, CONFIGS, batch, gradcheck_all, perturb
 
 
 def vamp_model(config, pseudo_inputs=3, device="cpu", **kwargs):
@@ -23,7 +23,7 @@ def vamp_model(config, pseudo_inputs=3, device="cpu", **kwargs):
 
 
 @pytest.mark.parametrize("pseudo_inputs", [2, 4])
-@pytest.mark.parametrize("config", CONFIGS, ids=["linear", "one-hidden", "two-hidden-gaussian"])
+@pytest.mark.parametrize("config", CONFIG_PARAMS)
 def test_vamp_elbo_gradcheck(config, pseudo_inputs):
     model = vamp_model(config, pseudo_inputs)
     x, eps = batch(model, 5)
@@ -35,19 +35,19 @@ def test_vamp_iw_gradcheck(k):
     """Against the five-point reference: at K = 3 dL/d dec.out.W has an entry of 1.76e-7 at L = 4.5, where central
     differences at h = 1e-5 carry ~1e-12 of roundoff (5e-6 relative); the five-point stencil agrees to 1.4e-7,
     every other entry to 1e-9."""
-    model = vamp_model(CONFIGS[1])
+    model = vamp_model(CONFIGS["one-hidden"])
     x, eps = batch(model, 4, k=k)
     gradcheck_all(model, lambda: model.loss_and_grads(x, eps, IWBound()), fourth_order=True)   # see below
 
 
 def test_vamp_with_flow_posterior_gradcheck():
-    model = vamp_model(CONFIGS[1], posterior="flow", flow_steps=2)
+    model = vamp_model(CONFIGS["one-hidden"], posterior="flow", flow_steps=2)
     x, eps = batch(model, 4)
     gradcheck_all(model, lambda: model.loss_and_grads(x, eps, ELBO()))
 
 
 def test_vamp_gradcheck_on_strict_device():
-    model = vamp_model(CONFIGS[0], pseudo_inputs=2, device="strict")  # the smallest: no host transfer
+    model = vamp_model(CONFIGS["linear"], pseudo_inputs=2, device="strict")  # the smallest: no host transfer
     x, eps = batch(model, 2, k=2)
     gradcheck_all(model, lambda: model.loss_and_grads(x, eps, IWBound()))
 
@@ -56,7 +56,7 @@ def test_encoder_gets_gradients_from_both_paths():
     """The prior's path on its own: log p(z) at fixed codes reads the encoder's weights through the pseudo-inputs,
     and its backward writes their gradients (and the pseudo-inputs') as finite differences give them, non-zero.
     In the loss, the data's path adds to these (the whole-model checks above)."""
-    model = vamp_model(CONFIGS[1])
+    model = vamp_model(CONFIGS["one-hidden"])
     z = model.device.asarray(np.random.default_rng(9).standard_normal((5, model.z_dim)))
     p = model.params["enc.0.W"]
     num = numerical_gradient(lambda: model.device.xp.sum(model.log_prior(z)), p, np.array(1.0))
@@ -82,7 +82,7 @@ def reference_log_prior(model, z):
 
 
 def test_vamp_log_prior_matches_scipy(device):
-    model = vamp_model(CONFIGS[1], pseudo_inputs=4, device=device)
+    model = vamp_model(CONFIGS["one-hidden"], pseudo_inputs=4, device=device)
     z = np.random.default_rng(2).standard_normal((7, model.z_dim)) * 2
     got = to_host(model.log_prior(model.device.asarray(z)))
     np.testing.assert_allclose(got, reference_log_prior(model, z), rtol=1e-12)
