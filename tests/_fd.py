@@ -62,3 +62,22 @@ def gradcheck_all(model, loss, fourth_order=False):
                else numerical_gradient(lambda: loss()[0], p, np.array(1.0)))
         err = rel_error(grads[name], num)
         assert err <= 1e-6, (name, err)
+
+
+def same_on_strict_device(make_model, n, k, objective):
+    """The loss and every gradient of ``make_model(device)`` on array-api-strict's non-default device equal the
+    CPU's to 1e-12 relative: the step holds no NumPy-only call and no host transfer (either raises there), and
+    the CPU's gradient, checked against finite differences at this configuration by the caller's module, is the
+    strict device's too. (Finite differences run on the CPU only: on the strict device they took seconds.)"""
+    out = {}
+    for device in ("cpu", "strict"):
+        model = make_model(device)
+        x, eps = batch(model, n, k)
+        loss, grads, _ = model.loss_and_grads(x, eps, objective)
+        assert all(type(g) is type(x) for g in grads.values()), device
+        out[device] = (to_host(loss), {name: to_host(g) for name, g in grads.items()})
+    (loss_cpu, grads_cpu), (loss_strict, grads_strict) = out["cpu"], out["strict"]
+    np.testing.assert_allclose(loss_strict, loss_cpu, rtol=1e-12, atol=0)
+    assert set(grads_strict) == set(grads_cpu)
+    for name, g in grads_cpu.items():
+        np.testing.assert_allclose(grads_strict[name], g, rtol=1e-12, atol=1e-12 * np.max(np.abs(g)), err_msg=name)

@@ -13,7 +13,7 @@ from minivae.model import VAE
 from minivae.objectives import ELBO, IWBound
 from minivae.rng import RNG
 
-from _fd import batch, gradcheck_all, perturb
+from _fd import batch, gradcheck_all, perturb, same_on_strict_device
 
 
 def test_masked_linear_forward_is_a_sum_over_unmasked_inputs(rng):
@@ -109,10 +109,9 @@ def test_made_iw_gradcheck():
     gradcheck_all(model, lambda: model.loss_and_grads(x, eps, IWBound()), fourth_order=True)
 
 
-def test_made_gradcheck_on_strict_device():
-    model = made_model(hidden=(2,), made_hidden=(3,), x_dim=3, device="strict")   # the smallest: no host transfer
-    x, eps = batch(model, 2, k=2)
-    gradcheck_all(model, lambda: model.loss_and_grads(x, eps, IWBound()), fourth_order=True)
+def test_made_gradient_on_strict_device():
+    """test_made_iw_gradcheck's model and bound on the strict device."""
+    same_on_strict_device(lambda device: made_model(device=device), 3, 3, IWBound())
 
 
 @pytest.mark.parametrize("kwargs, name", [(dict(decoder="pixelcnn"), "decoder must be one of"),

@@ -6,6 +6,7 @@ import pytest
 import scipy.special
 import scipy.stats
 
+from _fd import perturb, same_on_strict_device
 from minivae.backend import to_host
 from minivae.gradcheck import directional_check, numerical_gradient, rel_error
 from minivae.likelihoods import SIGMA_MIN
@@ -52,18 +53,11 @@ def make_batch(model, n, seed):
     return model.device.asarray(x, dtype="float64"), model.device.asarray(eps, dtype="float64")
 
 
-def perturb_params(model, seed):
-    """Move the biases off zero so every term of the gradient is exercised."""
-    r = np.random.default_rng(seed)
-    for p in model.params.values():
-        p += model.device.asarray(0.3 * r.standard_normal(tuple(p.shape)), dtype="float64")   # in place
-
-
 @pytest.mark.parametrize("config", configs())
 @pytest.mark.parametrize("beta", [1.0, 0.3])
 def test_loss_and_grads_gradcheck(config, beta):
     model = VAE(**config, dtype="float64", seed=3)
-    perturb_params(model, 4)
+    perturb(model, 4)
     x, eps = make_batch(model, 7, 5)
     loss, grads, _ = model.loss_and_grads(x, eps, ELBO(beta))
     assert set(grads) == set(model.params)
@@ -77,15 +71,10 @@ def test_loss_and_grads_gradcheck(config, beta):
 @pytest.mark.parametrize("config", configs("two-hidden-softplus-gaussian", "gaussian-per-element-floored",
                                             "categorical"))
 def test_loss_and_grads_gradcheck_on_strict_device(config):
-    """The same check with every array on array-api-strict's non-default device (shared, per-element,
-    categorical)."""
-    model = VAE(**config, dtype="float64", device="strict", seed=3)
-    perturb_params(model, 4)
-    x, eps = make_batch(model, 2, 5)
-    _, grads, _ = model.loss_and_grads(x, eps)
-    for name, p in model.params.items():
-        num = numerical_gradient(lambda: model.loss_and_grads(x, eps)[0], p, np.array(1.0))
-        assert rel_error(grads[name], num) <= 1e-6, name
+    """test_loss_and_grads_gradcheck's models (shared, per-element, categorical) on array-api-strict's
+    non-default device give the CPU's loss and gradients (tests/_fd.py: same_on_strict_device)."""
+    same_on_strict_device(lambda device: perturb(VAE(**config, dtype="float64", device=device, seed=3), 4), 7,
+                          None, ELBO())
 
 
 def test_loss_and_grads_directional_check():
@@ -142,7 +131,7 @@ def reference_loss(model, x, eps, beta):
 @pytest.mark.parametrize("config", configs())
 def test_loss_matches_independent_reference(device, config):
     model = VAE(**config, dtype="float64", device=device, seed=3)
-    perturb_params(model, 4)
+    perturb(model, 4)
     x, eps = make_batch(model, 9, 5)
     loss, _, stats = model.loss_and_grads(x, eps, ELBO(0.7))
     ref_loss, ref_nll, ref_kl = reference_loss(model, to_host(x), to_host(eps), 0.7)
@@ -234,7 +223,7 @@ PRIOR_CONFIGS = configs("linear-tanh-bernoulli", "one-hidden-tanh-bernoulli", "t
 
 def prior_model(config, prior, device="cpu", components=3):
     model = VAE(**config, dtype="float64", device=device, seed=3, prior=prior, prior_components=components)
-    perturb_params(model, 4)
+    perturb(model, 4)
     return model
 
 
@@ -268,10 +257,9 @@ def test_iw_loss_and_grads_gradcheck(config, k, prior):
 
 
 def test_iw_and_mog_gradcheck_on_strict_device():
-    model = prior_model(CONFIGS["linear-tanh-bernoulli"], "mog", device="strict")   # the smallest: no host transfer
-    x, _ = make_batch(model, 2, 5)
-    eps = model.device.asarray(np.random.default_rng(6).standard_normal((2, 2, model.z_dim)))
-    gradcheck_all(model, lambda: model.loss_and_grads(x, eps, IWBound()))
+    """test_iw_loss_and_grads_gradcheck's mixture prior and K = 3 bound on the strict device."""
+    same_on_strict_device(lambda device: prior_model(CONFIGS["one-hidden-tanh-bernoulli"], "mog", device=device),
+                          4, 3, IWBound())
 
 
 def scipy_log_prior(model, z):
@@ -401,7 +389,7 @@ def test_elbo_over_k_samples_is_the_mean_of_k_single_sample_losses(config):
     """ELBO with eps (K, N, Z) runs the one chain over K*N rows: its loss and every gradient equal the mean of the
     K one-sample losses and gradients, and its gradients pass the finite-difference check."""
     model = VAE(**config, dtype="float64", seed=3)
-    perturb_params(model, 4)
+    perturb(model, 4)
     x, _ = make_batch(model, 4, 5)
     eps = np.random.default_rng(7).standard_normal((3, 4, model.z_dim))
     loss, grads, _ = model.loss_and_grads(x, eps, ELBO(0.6))
@@ -442,7 +430,7 @@ def test_free_bits_gradcheck_and_reference(free_bits):
     (same loss and gradients); below, the KL's gradient is 0 and the loss is mean(nll) + beta lambda. Both sides
     gradient-checked (<= 1e-6); the batch's mean KL here is ~1.6 nats, far from either floor's kink."""
     model = VAE(**CONFIGS["one-hidden-tanh-bernoulli"], dtype="float64", seed=3)
-    perturb_params(model, 4)
+    perturb(model, 4)
     x, eps = make_batch(model, 7, 5)
     loss, grads, stats = model.loss_and_grads(x, eps, ELBO(0.7, free_bits=free_bits))
     plain, plain_grads, _ = model.loss_and_grads(x, eps, ELBO(0.7))

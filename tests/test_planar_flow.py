@@ -12,7 +12,7 @@ from minivae.evaluate import evaluate_sections, exact_log_px
 from minivae.model import VAE
 from minivae.objectives import ELBO, IWBound
 
-from _fd import CONFIG_PARAMS, CONFIGS, batch, gradcheck_all, perturb
+from _fd import CONFIG_PARAMS, CONFIGS, batch, gradcheck_all, perturb, same_on_strict_device
 
 
 def flow_model(config, steps, prior="normal", device="cpu"):
@@ -36,10 +36,10 @@ def test_flow_iw_gradcheck(k, prior):
     gradcheck_all(model, lambda: model.loss_and_grads(x, eps, IWBound()))
 
 
-def test_flow_gradcheck_on_strict_device():
-    model = flow_model(CONFIGS["linear"], 1, prior="mog", device="strict")     # the smallest: no host transfer
-    x, eps = batch(model, 2, k=2)
-    gradcheck_all(model, lambda: model.loss_and_grads(x, eps, IWBound()))
+def test_flow_gradient_on_strict_device():
+    """test_flow_iw_gradcheck[3-mog]'s model and bound on the strict device."""
+    same_on_strict_device(lambda device: flow_model(CONFIGS["one-hidden"], 2, prior="mog", device=device), 4, 3,
+                          IWBound())
 
 
 def reference_flow_loss(model, x, eps, beta):

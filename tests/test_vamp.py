@@ -14,7 +14,7 @@ from minivae.gradcheck import numerical_gradient, rel_error
 from minivae.model import VAE
 from minivae.objectives import ELBO, IWBound
 
-from _fd import CONFIG_PARAMS, CONFIGS, batch, gradcheck_all, perturb
+from _fd import CONFIG_PARAMS, CONFIGS, batch, gradcheck_all, perturb, same_on_strict_device
 
 
 def vamp_model(config, pseudo_inputs=3, device="cpu", **kwargs):
@@ -46,10 +46,9 @@ def test_vamp_with_flow_posterior_gradcheck():
     gradcheck_all(model, lambda: model.loss_and_grads(x, eps, ELBO()))
 
 
-def test_vamp_gradcheck_on_strict_device():
-    model = vamp_model(CONFIGS["linear"], pseudo_inputs=2, device="strict")  # the smallest: no host transfer
-    x, eps = batch(model, 2, k=2)
-    gradcheck_all(model, lambda: model.loss_and_grads(x, eps, IWBound()))
+def test_vamp_gradient_on_strict_device():
+    """test_vamp_iw_gradcheck[3]'s model and bound on the strict device."""
+    same_on_strict_device(lambda device: vamp_model(CONFIGS["one-hidden"], device=device), 4, 3, IWBound())
 
 
 def test_encoder_gets_gradients_from_both_paths():
