@@ -12,7 +12,8 @@ or kernel launches (CuPy) the same arithmetic takes.
                    the elements of all parameters split once over the cores
     bernoulli_nll  the Bernoulli NLL's forward and backward as a pair (plain: minivae.likelihoods'
                    bernoulli_nll_forward / _backward): NumPy: the forward keeps sigmoid(a) so the backward takes
-                   two passes instead of nine, every pass into preallocated arrays, the rows split over the cores
+                   two passes instead of nine, every pass into preallocated arrays, the rows split over the cores;
+                   in float32 log1p on NumPy's SIMD log (Goldberg's form), to a few ulp of the plain op
     loss_and_grads the whole forward and backward of a step (plain: VAE.loss_and_grads' chain, ``_chain``) on row
                    blocks of the batch, one per core, each with one BLAS thread, their gradients added: NumPy,
                    objectives that are a mean of per-example terms (``objective.per_example``)
@@ -189,17 +190,30 @@ def _bernoulli_nll_forward_numpy(x, logits):
         e = exp(-|a|),  s = exp(min(a, 0)) / (1 + e) = sigmoid(a),
         nll = sum_d (1 - x) max(a, 0) + x max(-a, 0) + log1p(e)
 
-    the plain op's arithmetic term for term (no select, no branch), so the two agree bit for bit.
-    cache = (x, s).  derivations/likelihoods.md#bernoulli-forward"""
+    the plain op's arithmetic term for term (no select, no branch), so the two agree bit for bit, but for one
+    pass in float32: NumPy's float32 log1p has no SIMD loop (on Zen 3 it took 5.6 of the forward's ~17 ms at
+    1024 x 784), so there log1p(e) is Goldberg's form (Higham 2002, Accuracy and Stability of Numerical
+    Algorithms, 1.14.1) on the SIMD log,
+
+        log1p(e) = e log(u) / (u - 1),  u = 1 + e   (u - 1 exact for u in [1, 2]),
+
+    accurate to a few ulp wherever log is; where u = 1 (e below half an ulp of 1) it is 0 / 0, and
+    fmin(NaN, e) = e, itself log1p(e) to rounding (and a NaN e stays NaN). The float32 nll then agrees with the
+    plain op's to a few ulp of the sum (tests/test_kernels.py), s and the backward still bit for bit. In float64
+    NumPy's log1p is as fast as this, and the kernel keeps it.  cache = (x, s).
+    derivations/likelihoods.md#bernoulli-forward"""
     check_arrays("bernoulli_nll_forward", x=x, logits=logits)
     check_shape("bernoulli_nll_forward", "logits", logits, (None, None))
     check_shape("bernoulli_nll_forward", "x", x, tuple(logits.shape), "logits' shape")
     n = logits.shape[0]
     nll = np.empty(n, dtype=logits.dtype)
     s, e, t = np.empty_like(logits), np.empty_like(logits), np.empty_like(logits)
+    goldberg = logits.dtype == np.float32
+    u = np.empty_like(logits) if goldberg else None
 
     def rows(i, j):
         a, xr, er, sr, tr = logits[i:j], x[i:j], e[i:j], s[i:j], t[i:j]
+        ur = u[i:j] if goldberg else None
         np.abs(a, out=er)
         np.negative(er, out=er)
         np.exp(er, out=er)                               # e = exp(-|a|) in (0, 1]
@@ -210,7 +224,16 @@ def _bernoulli_nll_forward_numpy(x, logits):
         np.maximum(sr, 0.0, out=sr)
         sr *= xr
         tr += sr                                         # + x max(-a, 0): no term negative, nothing cancels
-        np.log1p(er, out=sr)
+        if goldberg:                                     # log1p(e) = e log(u) / (u - 1), u = 1 + e
+            np.add(er, 1.0, out=ur)
+            np.log(ur, out=sr)
+            sr *= er
+            ur -= 1.0                                    # u - 1, exact
+            with np.errstate(invalid="ignore"):          # 0 / 0 where u = 1: fmin takes e there
+                np.divide(sr, ur, out=sr)
+            np.fmin(sr, er, out=sr)
+        else:
+            np.log1p(er, out=sr)
         tr += sr                                         # softplus(a) - x a
         np.sum(tr, axis=1, out=nll[i:j])
         np.minimum(a, 0.0, out=tr)
