@@ -75,8 +75,9 @@ def _adam_update_numpy(p, g, m, v, b1, b2, step_size, sqrt_bc2, eps, scratch):
 def _adam_update_many_numpy(slots, b1, b2, step_size, sqrt_bc2, eps):
     """The update of every parameter at once: ``slots`` is a list of (p, g, m, v, scratch). The elements of all
     parameters, end to end, are split into one block per thread (``_on_row_blocks``), so a step hands work to the
-    other cores once, not once per parameter, and small parameters (biases, the 20-wide heads) share the blocks.
-    Each element sees exactly ``_adam_block``'s arithmetic, whichever block it falls in."""
+    other cores once, not once per parameter, and small parameters (biases, the 20-wide heads) share the blocks
+    (on one thread: cache-sized chunks). Each element sees exactly ``_adam_block``'s arithmetic, whichever block
+    or chunk it falls in."""
     flat, whole, offsets, total = [], [], [], 0
     for arrays in slots:
         if arrays[0].ndim == 0 or not all(a.flags.c_contiguous for a in arrays):
@@ -94,7 +95,7 @@ def _adam_update_many_numpy(slots, b1, b2, step_size, sqrt_bc2, eps):
             if lo < hi:
                 _adam_block(*(a[lo:hi] for a in arrays), b1, b2, step_size, sqrt_bc2, eps)
 
-    _on_row_blocks(block, total, total)
+    _on_row_blocks(block, total, total, CHUNK_BYTES // flat[0][0].itemsize if flat else None)
 
 
 def _adam_block(p, g, m, v, scratch, b1, b2, step_size, sqrt_bc2, eps):
@@ -144,15 +145,38 @@ def _threads():
 
 
 THREADS = _threads()
-PARALLEL_MIN = 1 << 16       # elements below which the rows stay on one thread (a hand-off costs ~20-50 us)
+PARALLEL_MIN = 1 << 18       # elements below which the rows stay on one thread, in cache-sized chunks
+CHUNK_BYTES = 1 << 18        # bytes of one array's chunk: a kernel's five or six chunks stay in a core's L2 cache
 _POOL = None
 
 
-def _on_row_blocks(fn, n_rows, n_elements):
+def _on_row_blocks(fn, n_rows, n_elements, chunk=None):
     """Call ``fn(start, stop)`` on row blocks of ``range(n_rows)``: one block per thread of ``THREADS`` when the
-    work is large enough, else one. NumPy releases the GIL inside its ufuncs, so the blocks run at once."""
+    work is large enough, else one. NumPy releases the GIL inside its ufuncs, so the blocks run at once.
+
+    A lone block (one thread at work, not inside one of the step's row blocks) runs in pieces of ``chunk`` rows,
+    which stay in the core's cache between passes; blocks running beside each other run whole: each ufunc call
+    takes the GIL back from the other thread, and more, shorter calls cost more than the cache saves
+    (measured on a 2-core Xeon, benchmarks/RESULTS.md: the Bernoulli forward at 1024 x 784, one thread, 5.6 ms
+    whole, 4.1 in 64-row chunks; two such blocks at once, 6.1 whole, 7.6 in chunks)."""
     blocks = THREADS if n_elements >= PARALLEL_MIN and n_rows >= THREADS else 1
+    if blocks == 1 and chunk and not getattr(_INSIDE, "block", False):
+        for i, j in _chunks(0, n_rows, chunk):
+            fn(i, j)
+        return
     _on_blocks(fn, [n_rows * i // blocks for i in range(blocks + 1)])
+
+
+def _chunks(start, stop, size):
+    """(i, j) bounds that cover [start, stop) in pieces of ``size`` (at least 1), the last one shorter."""
+    size = max(1, size)
+    return ((i, min(i + size, stop)) for i in range(start, stop, size))
+
+
+def _chunk_rows(a):
+    """Rows of the (N, D) array ``a`` in a chunk of about ``CHUNK_BYTES``. On a Xeon with 2 MiB of L2 per core a
+    pass over a (1024, 784) float32 array took 0.25 ms whole and 0.09 ms in 64-row chunks."""
+    return max(1, CHUNK_BYTES // max(1, a.shape[1] * a.itemsize))
 
 
 _INSIDE = threading.local()  # .block: this thread runs one block already: what it calls stays on it
@@ -185,63 +209,60 @@ def _on_blocks(fn, bounds):
 
 def _bernoulli_nll_forward_numpy(x, logits):
     """minivae.likelihoods.bernoulli_nll_forward, keeping sigmoid(a) for the backward (which then takes two
-    passes instead of nine), written into preallocated arrays, the rows split over the cores:
+    passes instead of nine), the rows split over the cores, or on one thread in chunks that stay in its cache
+    (``_on_row_blocks``): with m = min(a, 0) and M = max(a, 0), one of which is 0,
 
-        e = exp(-|a|),  s = exp(min(a, 0)) / (1 + e) = sigmoid(a),
-        nll = sum_d (1 - x) max(a, 0) + x max(-a, 0) + log1p(e)
+        e = exp(m - M) = exp(-|a|),  s = exp(m) / (1 + e) = sigmoid(a),
+        nll = sum_d (1 - x) M - x m + log1p(e)
 
-    the plain op's arithmetic term for term (no select, no branch), so the two agree bit for bit, but for one
-    pass in float32: NumPy's float32 log1p has no SIMD loop (on Zen 3 it took 5.6 of the forward's ~17 ms at
-    1024 x 784), so there log1p(e) is Goldberg's form (Higham 2002, Accuracy and Stability of Numerical
-    Algorithms, 1.14.1) on the SIMD log,
+    the plain op's arithmetic term for term (no select, no branch; -x m = x max(-a, 0) exactly, and of
+    (1 - x) M and x max(-a, 0) one is 0, so adding them is exact in any order), so the two agree bit for bit,
+    but for one pass in float32: NumPy's float32 log1p has no SIMD loop (on Zen 3 it took 5.6 of the forward's
+    ~17 ms at 1024 x 784), so there log1p(e) is Goldberg's form (Higham 2002, Accuracy and Stability of
+    Numerical Algorithms, 1.14.1) on the SIMD log,
 
         log1p(e) = e log(u) / (u - 1),  u = 1 + e   (u - 1 exact for u in [1, 2]),
 
     accurate to a few ulp wherever log is; where u = 1 (e below half an ulp of 1) it is 0 / 0, and
     fmin(NaN, e) = e, itself log1p(e) to rounding (and a NaN e stays NaN). The float32 nll then agrees with the
     plain op's to a few ulp of the sum (tests/test_kernels.py), s and the backward still bit for bit. In float64
-    NumPy's log1p is as fast as this, and the kernel keeps it.  cache = (x, s).
+    NumPy's log1p is as fast as this, and the kernel keeps it. 18 passes and 2 backward (the plain pair: 13 and
+    9).  cache = (x, s).
     derivations/likelihoods.md#bernoulli-forward"""
     check_arrays("bernoulli_nll_forward", x=x, logits=logits)
     check_shape("bernoulli_nll_forward", "logits", logits, (None, None))
     check_shape("bernoulli_nll_forward", "x", x, tuple(logits.shape), "logits' shape")
-    n = logits.shape[0]
-    nll = np.empty(n, dtype=logits.dtype)
-    s, e, t = np.empty_like(logits), np.empty_like(logits), np.empty_like(logits)
+    n, d = logits.shape
+    nll, s = np.empty(n, dtype=logits.dtype), np.empty_like(logits)
     goldberg = logits.dtype == np.float32
-    u = np.empty_like(logits) if goldberg else None
 
     def rows(i, j):
-        a, xr, er, sr, tr = logits[i:j], x[i:j], e[i:j], s[i:j], t[i:j]
-        ur = u[i:j] if goldberg else None
-        np.abs(a, out=er)
-        np.negative(er, out=er)
-        np.exp(er, out=er)                               # e = exp(-|a|) in (0, 1]
-        np.subtract(1.0, xr, out=sr)
-        np.maximum(a, 0.0, out=tr)
-        tr *= sr                                         # (1 - x) max(a, 0)
-        np.negative(a, out=sr)
-        np.maximum(sr, 0.0, out=sr)
-        sr *= xr
-        tr += sr                                         # + x max(-a, 0): no term negative, nothing cancels
-        if goldberg:                                     # log1p(e) = e log(u) / (u - 1), u = 1 + e
-            np.add(er, 1.0, out=ur)
-            np.log(ur, out=sr)
-            sr *= er
-            ur -= 1.0                                    # u - 1, exact
+        a, xr, sr = logits[i:j], x[i:j], s[i:j]
+        m, big, e, t, u = (np.empty((j - i, d), dtype=logits.dtype) for _ in range(5))    # scratch
+        np.minimum(a, 0.0, out=m)                        # m = min(a, 0)
+        np.maximum(a, 0.0, out=big)                      # M = max(a, 0)
+        np.subtract(m, big, out=e)
+        np.exp(e, out=e)                                 # e = exp(m - M) = exp(-|a|) in (0, 1]
+        np.subtract(1.0, xr, out=t)
+        t *= big                                         # (1 - x) max(a, 0)
+        np.multiply(xr, m, out=big)
+        t -= big                                         # + x max(-a, 0): no term negative, nothing cancels
+        np.add(e, 1.0, out=u)                            # u = 1 + e
+        if goldberg:                                     # log1p(e) = e log(u) / (u - 1)
+            np.log(u, out=big)
+            big *= e
+            np.subtract(u, 1.0, out=sr)                  # u - 1, exact (s's rows as scratch)
             with np.errstate(invalid="ignore"):          # 0 / 0 where u = 1: fmin takes e there
-                np.divide(sr, ur, out=sr)
-            np.fmin(sr, er, out=sr)
+                np.divide(big, sr, out=big)
+            np.fmin(big, e, out=big)
         else:
-            np.log1p(er, out=sr)
-        tr += sr                                         # softplus(a) - x a
-        np.sum(tr, axis=1, out=nll[i:j])
-        np.minimum(a, 0.0, out=tr)
-        np.exp(tr, out=tr)                               # exp(min(a, 0)): 1 for a >= 0, e for a < 0
-        er += 1.0
-        np.divide(tr, er, out=sr)                        # s = sigmoid(a)
+            np.log1p(e, out=big)
+        t += big                                         # softplus(a) - x a
+        np.sum(t, axis=1, out=nll[i:j])
+        np.exp(m, out=m)                                 # exp(min(a, 0)): 1 for a >= 0, e for a < 0
+        np.divide(m, u, out=sr)                          # s = sigmoid(a)
 
-    _on_row_blocks(rows, n, logits.size)
+    _on_row_blocks(rows, n, logits.size, _chunk_rows(logits))
     return nll, (x, s)
 
 
@@ -257,13 +278,14 @@ def _bernoulli_nll_backward_numpy(dnll, cache):
         np.subtract(s[i:j], x[i:j], out=out[i:j])
         out[i:j] *= dnll[i:j, None]
 
-    _on_row_blocks(rows, s.shape[0], s.size)
+    _on_row_blocks(rows, s.shape[0], s.size, _chunk_rows(s))
     return out
 
 
 # ---- the whole step on row blocks ----------------------------------------------------------------------------
 
-ROWS_MIN = 48       # rows per block below which a batch stays whole (benchmarks/RESULTS.md: 64 whole, 128 split)
+ROWS_MIN = 96       # rows per block below which a batch stays whole: 128 whole, 256 split (on a 2-core Xeon
+                    # 128 took 4.2 ms whole, 5.1 split; a Zen 5 had 3.40 and 3.27: benchmarks/RESULTS.md)
 
 
 class _Share:

@@ -64,14 +64,17 @@ def test_lookup_finds_a_kernel_only_where_one_exists(monkeypatch):
     assert kernels.lookup("adam_update", np.zeros(2)) is None
 
 
+@pytest.mark.parametrize("chunk_bytes", [kernels.CHUNK_BYTES, 56])
 @pytest.mark.parametrize("blocks", [1, 2, 3])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_adam_update_many_equals_plain_update_of_each(monkeypatch, dtype, blocks):
-    """adam_update_many (every parameter of a step in one call, their elements end to end split into blocks)
-    against adam_update on each parameter: the block bounds fall inside parameters and across them, a 0-d and a
-    strided parameter are updated whole, and every element gets the same update."""
+def test_adam_update_many_equals_plain_update_of_each(monkeypatch, dtype, blocks, chunk_bytes):
+    """adam_update_many (every parameter of a step in one call, their elements end to end split into blocks,
+    each block in cache-sized chunks) against adam_update on each parameter: the block and chunk bounds fall
+    inside parameters and across them (56 bytes: chunks of 7 and 14 elements), a 0-d and a strided parameter are
+    updated whole, and every element gets the same update."""
     monkeypatch.setattr(kernels, "THREADS", blocks)
     monkeypatch.setattr(kernels, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(kernels, "CHUNK_BYTES", chunk_bytes)
     many = kernels.lookup("adam_update_many", np.zeros(1))
     assert many is not None
     device = get_device("cpu")
@@ -334,17 +337,20 @@ def _bernoulli_case(n, dtype, binary, seed=0):
     return x, logits, r.standard_normal(n).astype(dtype)
 
 
+@pytest.mark.parametrize("chunk_bytes", [kernels.CHUNK_BYTES, 900])
 @pytest.mark.parametrize("blocks", [1, 2, 3])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("n", [1, 5, 64])
-def test_bernoulli_kernel_equals_the_plain_pair_for_binary_data(monkeypatch, blocks, dtype, n):
+def test_bernoulli_kernel_equals_the_plain_pair_for_binary_data(monkeypatch, blocks, dtype, n, chunk_bytes):
     """The kernel does the plain op's arithmetic and keeps its sigmoid: the backward agrees bit for bit, on one
-    thread or split over row blocks, and so does the nll in float64; in float32, where log1p(e) is Goldberg's
+    thread or split over row blocks, whole or in chunks of rows (900 bytes: 3 rows of 37 float64, 6 of float32,
+    a shorter last one), and so does the nll in float64; in float32, where log1p(e) is Goldberg's
     e log(u) / (u - 1), each term is within a few ulp of the plain log1p, so the nll (a sum of positive
     terms) is within 5 ulp of the plain op's, relative (assert_nll_close)."""
     from minivae.likelihoods import bernoulli_nll_backward, bernoulli_nll_forward
     monkeypatch.setattr(kernels, "THREADS", blocks)
     monkeypatch.setattr(kernels, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(kernels, "CHUNK_BYTES", chunk_bytes)
     forward, backward = kernels.lookup("bernoulli_nll", np.zeros(1))
     x, logits, dnll = _bernoulli_case(n, dtype, binary=True)
     x0, logits0 = x.copy(), logits.copy()
@@ -356,11 +362,14 @@ def test_bernoulli_kernel_equals_the_plain_pair_for_binary_data(monkeypatch, blo
     np.testing.assert_array_equal(logits, logits0)                          # inputs untouched
 
 
+@pytest.mark.parametrize("chunk_bytes", [kernels.CHUNK_BYTES, 900])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_bernoulli_kernel_equals_the_plain_pair_for_grey_levels_and_infinite_logits(dtype):
+def test_bernoulli_kernel_equals_the_plain_pair_for_grey_levels_and_infinite_logits(monkeypatch, dtype,
+                                                                                       chunk_bytes):
     """Fractional x and infinite logits: the kernel does the plain op's arithmetic, so inf stays inf (not
     inf - inf = NaN), the backward agrees bit for bit and the nll as in the binary case."""
     from minivae.likelihoods import bernoulli_nll_backward, bernoulli_nll_forward
+    monkeypatch.setattr(kernels, "CHUNK_BYTES", chunk_bytes)
     forward, backward = kernels.lookup("bernoulli_nll", np.zeros(1))
     x, logits, dnll = _bernoulli_case(64, dtype, binary=False)
     logits[3, :2] = [np.inf, -np.inf]
