@@ -226,8 +226,8 @@ def _bernoulli_nll_forward_numpy(x, logits):
     accurate to a few ulp wherever log is; where u = 1 (e below half an ulp of 1) it is 0 / 0, and
     fmin(NaN, e) = e, itself log1p(e) to rounding (and a NaN e stays NaN). The float32 nll then agrees with the
     plain op's to a few ulp of the sum (tests/test_kernels.py), s and the backward still bit for bit. In float64
-    NumPy's log1p is as fast as this, and the kernel keeps it. 18 passes and 2 backward (the plain pair: 13 and
-    9).  cache = (x, s).
+    NumPy's log1p is as fast as this, and the kernel keeps it. 20 passes over three scratch arrays and s, and 2
+    backward (the plain pair: 13 and 9).  cache = (x, s).
     derivations/likelihoods.md#bernoulli-forward"""
     check_arrays("bernoulli_nll_forward", x=x, logits=logits)
     check_shape("bernoulli_nll_forward", "logits", logits, (None, None))
@@ -237,8 +237,8 @@ def _bernoulli_nll_forward_numpy(x, logits):
     goldberg = logits.dtype == np.float32
 
     def rows(i, j):
-        a, xr, sr = logits[i:j], x[i:j], s[i:j]
-        m, big, e, t, u = (np.empty((j - i, d), dtype=logits.dtype) for _ in range(5))    # scratch
+        a, xr, t = logits[i:j], x[i:j], s[i:j]          # s's rows hold the nll's terms until s is made
+        m, big, e = (np.empty((j - i, d), dtype=logits.dtype) for _ in range(3))    # scratch
         np.minimum(a, 0.0, out=m)                        # m = min(a, 0)
         np.maximum(a, 0.0, out=big)                      # M = max(a, 0)
         np.subtract(m, big, out=e)
@@ -247,20 +247,22 @@ def _bernoulli_nll_forward_numpy(x, logits):
         t *= big                                         # (1 - x) max(a, 0)
         np.multiply(xr, m, out=big)
         t -= big                                         # + x max(-a, 0): no term negative, nothing cancels
-        np.add(e, 1.0, out=u)                            # u = 1 + e
-        if goldberg:                                     # log1p(e) = e log(u) / (u - 1)
-            np.log(u, out=big)
-            big *= e
-            np.subtract(u, 1.0, out=sr)                  # u - 1, exact (s's rows as scratch)
+        if goldberg:                                     # log1p(e) = e log(u) / (u - 1), u = 1 + e
+            np.add(e, 1.0, out=big)
+            np.log(big, out=m)
+            m *= e
+            big -= 1.0                                   # u - 1, exact
             with np.errstate(invalid="ignore"):          # 0 / 0 where u = 1: fmin takes e there
-                np.divide(big, sr, out=big)
-            np.fmin(big, e, out=big)
+                np.divide(m, big, out=m)
+            np.fmin(m, e, out=m)
         else:
-            np.log1p(e, out=big)
-        t += big                                         # softplus(a) - x a
+            np.log1p(e, out=m)
+        t += m                                           # softplus(a) - x a
         np.sum(t, axis=1, out=nll[i:j])
+        np.minimum(a, 0.0, out=m)
         np.exp(m, out=m)                                 # exp(min(a, 0)): 1 for a >= 0, e for a < 0
-        np.divide(m, u, out=sr)                          # s = sigmoid(a)
+        np.add(e, 1.0, out=big)
+        np.divide(m, big, out=t)                         # s = sigmoid(a) = exp(min(a, 0)) / (1 + e)
 
     _on_row_blocks(rows, n, logits.size, _chunk_rows(logits))
     return nll, (x, s)
