@@ -22,6 +22,7 @@ setup(
         # cupy-cuda12x (CUDA 12.x) or cupy-cuda13x (CUDA 13.x). See the README.
         "gpu": ["cupy-cuda12x>=13"],
         "test": ["pytest>=7", "array-api-strict>=2.3", "hypothesis>=6.100",
+                 "pytest-xdist>=3",          # -n auto: the tests on every core
                  "ruff>=0.5"],               # the linter .ci/run runs first (.ruff.toml)
         # benchmarks/: pins the BLAS and OpenMP thread pools (PyTorch, the optional comparison, is not a
         # dependency of anything here: install it yourself to include it)
