@@ -76,8 +76,10 @@ def _adam_update_many_numpy(slots, b1, b2, step_size, sqrt_bc2, eps):
     """The update of every parameter at once: ``slots`` is a list of (p, g, m, v, scratch). The elements of all
     parameters, end to end, are split into one block per thread (``_on_row_blocks``), so a step hands work to the
     other cores once, not once per parameter, and small parameters (biases, the 20-wide heads) share the blocks
-    (on one thread: cache-sized chunks). Each element sees exactly ``_adam_block``'s arithmetic, whichever block
-    or chunk it falls in."""
+    (on one thread: cache-sized chunks). After a step that ran whole, Adam stays on one thread: on a 2-core Xeon,
+    in the step, 1.9 ms on one thread against 2.2 on two at batch 128 (whole), 2.6-2.8 against 1.7-2.0 at 512
+    and 2048 (row blocks). Each element sees exactly ``_adam_block``'s arithmetic, whichever block or chunk it
+    falls in."""
     flat, whole, offsets, total = [], [], [], 0
     for arrays in slots:
         if arrays[0].ndim == 0 or not all(a.flags.c_contiguous for a in arrays):
@@ -95,7 +97,10 @@ def _adam_update_many_numpy(slots, b1, b2, step_size, sqrt_bc2, eps):
             if lo < hi:
                 _adam_block(*(a[lo:hi] for a in arrays), b1, b2, step_size, sqrt_bc2, eps)
 
-    _on_row_blocks(block, total, total, CHUNK_BYTES // flat[0][0].itemsize if flat else None)
+    # after a step that ran whole (a small batch), the pool thread has slept since the last step, and waking it
+    # costs more than the second core gains: Adam then stays on this thread, in chunks (benchmarks/RESULTS.md)
+    split = _STEP_BLOCKS is None or _STEP_BLOCKS >= 2
+    _on_row_blocks(block, total, total if split else 0, CHUNK_BYTES // flat[0][0].itemsize if flat else None)
 
 
 def _adam_block(p, g, m, v, scratch, b1, b2, step_size, sqrt_bc2, eps):
@@ -307,6 +312,9 @@ class _Share:
         return dnll * self.weight, dkl * self.weight
 
 
+_STEP_BLOCKS = None  # row blocks of the last step (_loss_and_grads_numpy); None: no step has run here
+
+
 def _loss_and_grads_numpy(chain, x, eps, objective):
     """VAE.loss_and_grads on row blocks: ``chain(x_b, eps_b, share_b)`` (the model's one chain, forward and backward)
     on one block of rows per thread at once, each with one BLAS thread, then the blocks' gradients added. For a loss
@@ -314,10 +322,13 @@ def _loss_and_grads_numpy(chain, x, eps, objective):
     matrix product and every elementwise pass of the step then runs on all cores (NumPy's elementwise work alone
     uses one), and no BLAS thread spins beside them. Equal to the chain on the whole batch up to the order of
     the sums (tests/test_kernels.py). eps: (K, N, Z), split on N."""
+    global _STEP_BLOCKS
     n = x.shape[0]
     blocks = min(THREADS, n // ROWS_MIN)
     if blocks < 2 or not getattr(objective, "per_example", False) or getattr(_INSIDE, "block", False):
+        _STEP_BLOCKS = 1
         return chain(x, eps, objective)
+    _STEP_BLOCKS = blocks
     bounds = [n * i // blocks for i in range(blocks + 1)]
     with _one_blas_thread():
         parts = _on_blocks(lambda i, j: chain(x[i:j], eps[:, i:j], _Share(objective, (j - i) / n)), bounds)

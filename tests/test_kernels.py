@@ -32,6 +32,7 @@ def test_adam_kernel_equals_plain_update(monkeypatch, device_name, dtype, shape,
     elements; here every size is split)."""
     monkeypatch.setattr(kernels, "THREADS", blocks)
     monkeypatch.setattr(kernels, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(kernels, "_STEP_BLOCKS", None)          # no step ran before: Adam splits
     if device_name == "gpu":
         pytest.importorskip("cupy")
         try:
@@ -75,6 +76,7 @@ def test_adam_update_many_equals_plain_update_of_each(monkeypatch, dtype, blocks
     monkeypatch.setattr(kernels, "THREADS", blocks)
     monkeypatch.setattr(kernels, "PARALLEL_MIN", 1)
     monkeypatch.setattr(kernels, "CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(kernels, "_STEP_BLOCKS", None)          # no step ran before: Adam splits
     many = kernels.lookup("adam_update_many", np.zeros(1))
     assert many is not None
     device = get_device("cpu")
@@ -95,6 +97,30 @@ def test_adam_update_many_equals_plain_update_of_each(monkeypatch, dtype, blocks
         assert np.all(f[0] != params[i][0])                                   # every element moved
         for a, b, name in zip(f, q, ("p", "m", "v"), strict=True):
             np.testing.assert_allclose(a, b, rtol=TOL[dtype], atol=TOL[dtype], err_msg=f"{name} of parameter {i}")
+
+
+@pytest.mark.parametrize("batch, pooled", [(8, False), (16, True)])
+def test_adam_stays_on_one_thread_after_a_whole_step(monkeypatch, batch, pooled):
+    """Adam follows the step: after a step that ran whole (batch 8 < 2 ROWS_MIN) it runs on the calling thread
+    alone; after one on two row blocks (batch 16) it splits over the pool too. Either way the same update."""
+    from minivae.model import VAE
+    monkeypatch.setattr(kernels, "THREADS", 2)
+    monkeypatch.setattr(kernels, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(kernels, "ROWS_MIN", 8)
+    model = VAE(12, 3, hidden=(8,), dtype="float64")
+    r = np.random.default_rng(0)
+    x, eps = (r.random((batch, 12)) < 0.5).astype(np.float64), r.standard_normal((batch, 3))
+    _, grads, _ = model.loss_and_grads(x, eps)
+    assert kernels._STEP_BLOCKS == (2 if pooled else 1)
+    real, calls = kernels._on_blocks, []
+    monkeypatch.setattr(kernels, "_on_blocks", lambda fn, bounds: calls.append(len(bounds) - 1) or real(fn, bounds))
+    fast, plain = ({k: v.copy() for k, v in model.params.items()} for _ in range(2))
+    Adam(fast, lr=0.01).step(grads)
+    assert calls == ([2] if pooled else [])                 # a lone block runs in chunks, without _on_blocks
+    monkeypatch.setattr(kernels, "ENABLED", False)
+    Adam(plain, lr=0.01).step(grads)
+    for k in fast:
+        np.testing.assert_allclose(fast[k], plain[k], rtol=1e-13, atol=1e-15, err_msg=k)
 
 
 def test_adam_with_and_without_kernels_agree(monkeypatch, rng):
