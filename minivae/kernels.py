@@ -9,7 +9,7 @@ or kernel launches (CuPy) the same arithmetic takes.
     adam_update    the Adam update of one parameter, in place (plain: minivae.optim.adam_update)
                    NumPy: ufuncs with ``out=``, no temporary arrays; CuPy: one fused ElementwiseKernel
     adam_update_many  the same for every parameter of a step at once (plain: adam_update on each): NumPy only,
-                   the elements of all parameters split once over the cores
+                   the elements of all parameters split once over the cores (after a step on row blocks)
     bernoulli_nll  the Bernoulli NLL's forward and backward as a pair (plain: minivae.likelihoods'
                    bernoulli_nll_forward / _backward): NumPy: the forward keeps sigmoid(a) so the backward takes
                    two passes instead of nine, every pass into preallocated arrays, the rows split over the cores;
@@ -21,7 +21,8 @@ or kernel launches (CuPy) the same arithmetic takes.
                    blocks the same way, the blocks' terms joined: NumPy
 
 ``THREADS`` (the environment variable ``MINIVAE_THREADS``; default: the cores the process may use, at most 4)
-is how many row blocks the NumPy kernels split large arrays into, run at once on a small thread pool.
+is how many row blocks the NumPy kernels split large arrays into, run at once on a small thread pool. Work that
+stays on one thread runs in chunks of ``CHUNK_BYTES`` per array, which stay in the core's cache between passes.
 
 ``ENABLED = False`` (or the environment variable ``MINIVAE_KERNELS=0``) turns every kernel off, so that the
 plain path runs everywhere: the benchmark uses it to measure what the kernels gain.
