@@ -27,6 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:                 # run as a script: this checkout's minivae, not an installed one
     sys.path.insert(0, str(ROOT))
 
+from minivae.gradcheck import complex_step_gradient  # noqa: E402  (the reference derivative, after the path)
+
 CLAIMS = {}                                   # claim name -> (note, function), in the order of the notes
 
 
@@ -42,7 +44,6 @@ def claim(note):
 
 # ---- helpers ---------------------------------------------------------------------------------------------------
 
-H_CS = 1e-30        # complex step: f'(x) = Im f(x + i h) / h, exact to rounding (no subtraction, no cancellation)
 LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -57,17 +58,6 @@ def raises(error, fn):
     except error:
         return True
     return False
-
-
-def complex_step_grad(fun, arr):
-    """Gradient of the real scalar fun(arr) by the complex step, one element at a time (fun must be analytic)."""
-    base = np.asarray(arr, dtype=np.complex128)
-    grad = np.empty(base.shape)
-    for idx in np.ndindex(*base.shape):
-        a = base.copy()
-        a[idx] += 1j * H_CS
-        grad[idx] = np.imag(fun(a)) / H_CS
-    return grad
 
 
 def within_standard_errors(samples, expected, k=4.0):
@@ -149,9 +139,9 @@ def linear_backward_matches_index_form():
     def s(x_, W_, b_):
         return np.sum(dy * (x_ @ W_ + b_))
 
-    np.testing.assert_allclose(dx, complex_step_grad(lambda a: s(a, W, b), x), rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(dW, complex_step_grad(lambda a: s(x, a, b), W), rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(db, complex_step_grad(lambda a: s(x, W, a), b), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(dx, complex_step_gradient(lambda a: s(a, W, b), x), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(dW, complex_step_gradient(lambda a: s(x, a, b), W), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(db, complex_step_gradient(lambda a: s(x, W, a), b), rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(dy @ W.T, dx, rtol=1e-12)
     np.testing.assert_allclose(x.T @ dy, dW, rtol=1e-12)
     _, cache = linear_forward(x, W, b)
@@ -209,8 +199,8 @@ def reparam_partial_derivatives():
     def z(m, lv):
         return m + np.exp(lv / 2.0) * eps
 
-    dmu_ref = complex_step_grad(lambda a: np.sum(dz * z(a, logvar)), mu)
-    dlv_ref = complex_step_grad(lambda a: np.sum(dz * z(mu, a)), logvar)
+    dmu_ref = complex_step_gradient(lambda a: np.sum(dz * z(a, logvar)), mu)
+    dlv_ref = complex_step_gradient(lambda a: np.sum(dz * z(mu, a)), logvar)
     sigma = np.exp(logvar / 2.0)
     np.testing.assert_allclose(dz, dmu_ref, rtol=1e-12)
     np.testing.assert_allclose(0.5 * dz * eps * sigma, dlv_ref, rtol=1e-12)
@@ -277,8 +267,8 @@ def kl_gradients_match_complex_step():
     from minivae.kl import kl_std_normal_backward, kl_std_normal_forward
     rng = np.random.default_rng(7)
     mu, logvar, dkl = rng.standard_normal((3, 4)), rng.uniform(-2, 2, (3, 4)), rng.standard_normal(3)
-    dmu_ref = complex_step_grad(lambda a: np.sum(dkl * kl_closed_form(a, logvar)), mu)
-    dlv_ref = complex_step_grad(lambda a: np.sum(dkl * kl_closed_form(mu, a)), logvar)
+    dmu_ref = complex_step_gradient(lambda a: np.sum(dkl * kl_closed_form(a, logvar)), mu)
+    dlv_ref = complex_step_gradient(lambda a: np.sum(dkl * kl_closed_form(mu, a)), logvar)
     np.testing.assert_allclose(dkl[:, None] * mu, dmu_ref, rtol=1e-12)
     np.testing.assert_allclose(dkl[:, None] * (np.exp(logvar) - 1.0) / 2.0, dlv_ref, rtol=1e-12)
     _, cache = kl_std_normal_forward(mu, logvar)
@@ -362,14 +352,16 @@ def likelihood_gradients_match_complex_step():
             sig = 1.0 / (1.0 + np.exp(-t))
             return -np.sum(x01 * np.log(sig) + (1.0 - x01) * np.log(1.0 - sig), axis=1)
 
-        da_ref = complex_step_grad(lambda t, dnll=dnll, f=ref_nll: np.sum(dnll * f(t)), a)
+        da_ref = complex_step_gradient(lambda t, dnll=dnll, f=ref_nll: np.sum(dnll * f(t)), a)
         np.testing.assert_allclose(dnll[:, None] * (special.expit(a) - x01), da_ref, rtol=1e-11)
         _, cache = bernoulli_nll_forward(x01, a)
         np.testing.assert_allclose(bernoulli_nll_backward(dnll, cache), da_ref, rtol=1e-11)
         x, mean = rng.standard_normal((N, D)), rng.standard_normal((N, D))
         logvar = rng.uniform(-1.0, 1.0, shape)
-        dm_ref = complex_step_grad(lambda t, x=x, lv=logvar, d=dnll: np.sum(d * gaussian_nll_formula(x, t, lv)), mean)
-        dlv_ref = complex_step_grad(lambda t, x=x, m=mean, d=dnll: np.sum(d * gaussian_nll_formula(x, m, t)), logvar)
+        dm_ref = complex_step_gradient(lambda t, x=x, lv=logvar, d=dnll: np.sum(d * gaussian_nll_formula(x, t, lv)),
+                                       mean)
+        dlv_ref = complex_step_gradient(lambda t, x=x, m=mean, d=dnll: np.sum(d * gaussian_nll_formula(x, m, t)),
+                                        logvar)
         var = np.exp(logvar)
         np.testing.assert_allclose(-dnll[:, None] * (x - mean) / var, dm_ref, rtol=1e-12)
         g = 0.5 * dnll[:, None] * (1.0 - (x - mean) ** 2 / var)            # (N, D): one entry per use

@@ -34,6 +34,22 @@ def rel_error(a, b):
     return float(np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b))))
 
 
+H_CS = 1e-30           # the complex step (derivations/gradcheck.md#complex-step)
+
+
+def complex_step_gradient(fun, arr, h=H_CS):
+    """The gradient of the real scalar ``fun(arr)`` by the complex step, df/dx_i = Im fun(x + i h e_i) / h, one
+    element at a time, on the host: exact to rounding (no subtraction, so no cancellation), for ``fun`` written
+    in complex-capable NumPy and analytic at ``arr``.  derivations/gradcheck.md#complex-step"""
+    base = np.asarray(arr, dtype=np.complex128)
+    grad = np.empty(base.shape)
+    for idx in np.ndindex(*base.shape):
+        a = base.copy()
+        a[idx] += 1j * h
+        grad[idx] = np.imag(fun(a)) / h
+    return grad
+
+
 def numerical_gradient(f, x, dout, h=H):
     """The gradient of sum(f() * dout) with respect to ``x``, by central differences.
 

@@ -3,7 +3,6 @@ asked for: options typed on resume are applied or refused (never ignored), no ru
 start leaves nothing behind, the log says what is trained, and the library trains on one's own arrays."""
 import argparse
 import dataclasses
-import os
 import re
 
 import numpy as np
@@ -83,17 +82,6 @@ def test_a_resumed_run_writes_beside_its_checkpoint(tmp_path, monkeypatch):
     train(resume=str(tmp_path / "a" / "checkpoint.npz"), epochs=4, out=str(tmp_path / "b"), log=lambda s: None)
     assert load_checkpoint(tmp_path / "b" / "checkpoint.npz")["epoch"] == 4
     assert load_checkpoint(tmp_path / "a" / "checkpoint.npz")["epoch"] == 3
-
-
-def test_two_runs_into_one_folder_are_refused_while_one_holds_it(tmp_path):
-    from minivae.run_folder import RunFolder
-    with RunFolder(str(tmp_path / "run")):
-        with pytest.raises(ValueError, match="another minivae train is writing to"):
-            with RunFolder(str(tmp_path / "run")):
-                pass
-    with RunFolder(str(tmp_path / "run")):                       # released at the end of the first
-        pass
-    assert os.listdir(tmp_path / "run") == []                     # no lock file left behind
 
 
 def test_the_log_names_the_objective_and_the_header_every_changed_option(tmp_path):
